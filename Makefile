@@ -1,0 +1,41 @@
+# Set-up and everyday commands. Needs only python3 (>= 3.10) and make.
+PYTHON ?= python3
+VENV ?= .venv
+BENCH_VENV ?= .venv-bench
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# The main job: low-pass filter a synthetic 32-channel recording on a local dask cluster.
+demo: $(VENV)/.installed
+	$(VENV)/bin/acme-xr demo
+
+# The test suite (a real LocalCluster, real files).
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+# Benchmarks against esi-acme 2026.6.2, raw dask and joblib, in their own environment
+# (esi-acme pins dask <= 2026.6.0, so every contender runs on that dask there).
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e ".[bench]" "esi-acme==2026.6.2"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m pytest benchmarks -p no:cacheprovider -o addopts="" \
+		--benchmark-only --benchmark-columns=min,median,max,rounds -s
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install -q ruff mypy
+	$(VENV)/bin/ruff check acme_xr tests benchmarks
+	$(VENV)/bin/mypy acme_xr
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) acme_xr_demo .pytest_cache .benchmarks

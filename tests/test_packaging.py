@@ -1,0 +1,50 @@
+"""Packaging: dependencies in step, importing has no side effects, the command works."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_pyproject_dependencies() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = {_name(r) for r in pyproject["project"]["dependencies"]}
+    if any(r.startswith("dask[distributed]") for r in pyproject["project"]["dependencies"]):
+        wanted.add("distributed")  # conda-forge packages the extra separately
+    wanted |= {_name(r) for r in pyproject["project"]["optional-dependencies"]["zarr"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    listed = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
+    assert listed == wanted
+
+
+def test_import_has_no_side_effects() -> None:
+    code = (
+        "import sys, logging; hook = sys.excepthook; import acme_xr;"
+        "assert sys.excepthook is hook;"
+        "assert not logging.getLogger().handlers;"
+        "h = logging.getLogger('acme_xr').handlers;"
+        "assert len(h) == 1 and isinstance(h[0], logging.NullHandler), h;"
+        "assert 'distributed' not in sys.modules, 'distributed imported';"
+        "assert 'xarray' not in sys.modules, 'xarray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_command_line_version() -> None:
+    out = subprocess.run([sys.executable, "-m", "acme_xr", "--version"], check=True,
+                         capture_output=True, text=True).stdout
+    import acme_xr
+
+    assert out.strip() == f"acme_xr {acme_xr.__version__}"
