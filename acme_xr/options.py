@@ -1,0 +1,228 @@
+"""Validation of :class:`~acme_xr.ParallelMap`'s own keywords.
+
+Pure checks of values and types (no file system, no cluster), so that every bad keyword is
+reported before anything is created or started. Each error names the keyword, the bad
+value, what is allowed and how to fix it.
+
+Examples
+--------
+>>> opts = validate_options(n_workers=4)
+>>> opts.n_workers, opts.write_worker_results
+(4, True)
+>>> validate_options(stop_client="sometimes")
+Traceback (most recent call last):
+...
+acme_xr.errors.InputError: stop_client='sometimes' is not valid: give 'auto', True or False
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from dask.utils import parse_bytes
+
+from .errors import InputError, InputTypeError
+
+__all__ = ["Options", "validate_options", "STORAGES"]
+
+STORAGES = ("hdf5", "zarr")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The validated keywords of one :class:`~acme_xr.ParallelMap` (see its docstring)."""
+
+    write_worker_results: bool = True
+    cleanup_threshold_days: int | None = None
+    output_dir: str | None = None
+    result_shape: tuple[float | None, ...] | None = None
+    result_dtype: np.dtype = np.dtype("float64")
+    single_file: bool = False
+    write_pickle: bool = False
+    partition: str = "auto"
+    n_workers: int | str = "auto"
+    mem_per_worker: str = "auto"
+    setup_timeout: float = 60
+    setup_interactive: bool = True
+    stop_client: bool | str = "auto"
+    verbose: bool | None = None
+    dryrun: bool = False
+    logfile: bool | str | None = None
+    storage: str = "hdf5"
+    retries: int = 0
+    call_timeout: float | None = None
+    resume: bool = False
+    batch_size: int | str = "auto"
+
+    @property
+    def stacking_axis(self) -> int | None:
+        return None if self.result_shape is None else self.result_shape.index(None)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, not {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _int(name: str, value: Any, minimum: int, allow: tuple[Any, ...] = ()) -> Any:
+    if value in allow and (value is None or isinstance(value, str)):
+        return value
+    allowed = " or ".join([repr(a) for a in allow] + [f"a whole number >= {minimum}"])
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be {allowed}, not {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise InputError(f"{name}={value} is not valid: give {allowed}")
+    return int(value)
+
+
+def _seconds(name: str, value: Any, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    what = "a number of seconds > 0" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{name} must be {what}, not {value!r} ({type(value).__name__})")
+    if not value > 0 or not np.isfinite(value):
+        raise InputError(f"{name}={value} is not valid: give {what}")
+    return float(value)
+
+
+def _result_shape(value: Any, write_worker_results: bool) -> tuple[float | None, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)):
+        raise InputTypeError(
+            f"result_shape must be None or a tuple such as (None, 100), not {value!r} "
+            f"({type(value).__name__})"
+        )
+    if sum(v is None for v in value) != 1:
+        raise InputError(
+            f"result_shape={tuple(value)} must contain exactly one None, which marks the axis "
+            "along which the calls are stacked, e.g. (None, 100)"
+        )
+    out: list[float | None] = []
+    for v in value:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (float, np.floating)) and np.isinf(v) and v > 0:
+            out.append(np.inf)
+        elif isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0:
+            out.append(int(v))
+        else:
+            raise InputError(
+                f"result_shape={tuple(value)} holds {v!r}: entries must be whole numbers >= 0, "
+                "one None (the stacking axis) and at most one np.inf (any length)"
+            )
+    if sum(1 for v in out if v is not None and np.isinf(v)) > 1:
+        raise InputError(f"result_shape={tuple(value)} holds more than one np.inf; use at most one")
+    if not write_worker_results and any(v is not None and np.isinf(v) for v in out):
+        raise InputError(
+            f"result_shape={tuple(value)}: np.inf (any length) needs write_worker_results=True; "
+            "in memory the stacked array needs fixed sizes"
+        )
+    return tuple(out)
+
+
+def validate_options(**kw: Any) -> Options:
+    """Check ParallelMap's own keywords; return them as an :class:`Options`.
+
+    Raises
+    ------
+    InputTypeError
+        A keyword has the wrong type.
+    InputError
+        A keyword has a bad value or contradicts another.
+    """
+    o = Options()
+    values = {**o.__dict__, **kw}
+    unknown = set(kw) - set(o.__dict__)
+    if unknown:  # programming error inside acme_xr, not the user's
+        raise TypeError(f"unknown options {sorted(unknown)}")
+
+    for name in ("write_worker_results", "single_file", "write_pickle", "setup_interactive",
+                 "dryrun", "resume"):
+        values[name] = _bool(name, values[name])
+    if values["verbose"] is not None:
+        values["verbose"] = _bool("verbose", values["verbose"])
+    if values["stop_client"] != "auto" or not isinstance(values["stop_client"], str):
+        if isinstance(values["stop_client"], str):
+            raise InputError(
+                f"stop_client={values['stop_client']!r} is not valid: give 'auto', True or False"
+            )
+        values["stop_client"] = _bool("stop_client", values["stop_client"])
+    values["cleanup_threshold_days"] = _int(
+        "cleanup_threshold_days", values["cleanup_threshold_days"], 0, allow=(None,)
+    )
+    values["n_workers"] = _int("n_workers", values["n_workers"], 1, allow=("auto",))
+    values["batch_size"] = _int("batch_size", values["batch_size"], 1, allow=("auto",))
+    values["retries"] = _int("retries", values["retries"], 0)
+    values["call_timeout"] = _seconds("call_timeout", values["call_timeout"], allow_none=True)
+    st = values["setup_timeout"]
+    if isinstance(st, bool) or not isinstance(st, numbers.Real) or st < 0:
+        raise InputError(f"setup_timeout={st!r} is not valid: give a number of seconds >= 0")
+
+    od = values["output_dir"]
+    if od is not None:
+        if not isinstance(od, (str, os.PathLike)) or not str(od).strip():
+            raise InputTypeError(
+                f"output_dir must be None or a directory path, not {od!r} ({type(od).__name__})"
+            )
+        values["output_dir"] = os.fspath(od)
+    lf = values["logfile"]
+    if lf is not None and not isinstance(lf, (bool, str, os.PathLike)):
+        raise InputTypeError(
+            f"logfile must be None, True, False or a file name, not {lf!r} ({type(lf).__name__})"
+        )
+    if isinstance(lf, os.PathLike):
+        values["logfile"] = os.fspath(lf)
+
+    if not isinstance(values["partition"], str) or not values["partition"]:
+        raise InputTypeError(
+            f"partition must be 'auto' or the name of a SLURM partition, not "
+            f"{values['partition']!r}"
+        )
+    mem = values["mem_per_worker"]
+    if not isinstance(mem, str):
+        raise InputTypeError(
+            f"mem_per_worker must be 'auto' or a memory size such as '4GB', not {mem!r} "
+            f"({type(mem).__name__})"
+        )
+    if mem != "auto":
+        try:
+            parse_bytes(mem)
+        except ValueError as exc:
+            raise InputError(
+                f"mem_per_worker={mem!r} is not a memory size: write e.g. '4GB' or '500MiB'"
+            ) from exc
+
+    values["result_shape"] = _result_shape(values["result_shape"], values["write_worker_results"])
+    try:
+        values["result_dtype"] = np.dtype(values["result_dtype"])
+    except TypeError as exc:
+        raise InputTypeError(
+            f"result_dtype={values['result_dtype']!r} is not a NumPy dtype: write e.g. 'float', "
+            "'float32' or 'int64'"
+        ) from exc
+
+    if values["storage"] not in STORAGES:
+        raise InputError(
+            f"storage={values['storage']!r} is not valid: give one of {', '.join(map(repr, STORAGES))}"
+        )
+    if values["write_pickle"] and values["single_file"]:
+        raise InputError(
+            "write_pickle=True and single_file=True exclude each other: pickles are one file "
+            "per call; drop one of them"
+        )
+    if values["storage"] == "zarr" and (values["write_pickle"] or values["single_file"]):
+        raise InputError(
+            "storage='zarr' already writes one store: drop write_pickle/single_file"
+        )
+    if values["resume"] and values["output_dir"] is None:
+        raise InputError("resume=True needs output_dir=<the run directory to resume>")
+    if values["resume"] and not values["write_worker_results"]:
+        raise InputError("resume=True needs write_worker_results=True: only written calls persist")
+    return Options(**values)
