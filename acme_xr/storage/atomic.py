@@ -1,0 +1,80 @@
+"""Atomic file creation: write under a temporary name, then rename into place.
+
+A reader never sees a half-written file, a killed writer leaves only a temporary file
+(recognisable by :data:`TMP_SUFFIX` and removed by :func:`remove_stale_temporaries`), and
+two writers of the same file (dask may run a call twice) both leave a complete file.
+
+Examples
+--------
+>>> import os, tempfile
+>>> d = tempfile.mkdtemp()
+>>> with atomic_path(os.path.join(d, "x.txt")) as tmp:
+...     with open(tmp, "w") as fh:
+...         _ = fh.write("done")
+>>> sorted(os.listdir(d))
+['x.txt']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["TMP_SUFFIX", "atomic_path", "write_json", "remove_stale_temporaries"]
+
+TMP_SUFFIX = ".acme_xr-tmp"
+
+
+def _temporary_name(final: str) -> str:
+    head, tail = os.path.split(final)
+    return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str) -> Iterator[str]:
+    """Yield a temporary path next to ``final``; rename it to ``final`` on success.
+
+    On any exception the temporary file is removed and the exception propagates.
+    """
+    tmp = _temporary_name(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(final: str, obj: Any, *, fsync: bool = False) -> None:
+    """Write ``obj`` as JSON to ``final`` atomically (optionally fsync'ed)."""
+    with atomic_path(final) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, separators=(",", ":"), allow_nan=True)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+def remove_stale_temporaries(directory: str) -> int:
+    """Remove temporary files left by killed writers below ``directory``.
+
+    Only call this when no writer of this run is still active.
+
+    Returns
+    -------
+    int
+        Number of files removed.
+    """
+    removed = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.endswith(TMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed

@@ -1,0 +1,124 @@
+"""HDF5 payloads: every value type round-trips, and opens in xarray as written."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+from acme_xr.storage import hdf5
+from acme_xr.storage.atomic import TMP_SUFFIX, atomic_path, remove_stale_temporaries
+from acme_xr.storage.values import NotStorable, to_variables
+
+VALUES = [
+    pytest.param(3.5, id="float"),
+    pytest.param(np.int32(7), id="int32"),
+    pytest.param(True, id="bool"),
+    pytest.param("héllo", id="str"),
+    pytest.param(np.array(["a", "bcd"]), id="str array"),
+    pytest.param(b"raw", id="bytes"),
+    pytest.param(np.arange(24.0).reshape(2, 3, 4), id="3-D"),
+    pytest.param(np.array([True, False]), id="bool array"),
+    pytest.param(np.array(["2026-01-01", "2026-06-01"], dtype="datetime64[ns]"), id="datetime"),
+    pytest.param(np.array([1, 2], dtype="timedelta64[ms]"), id="timedelta"),
+    pytest.param(np.array([1 + 2j]), id="complex"),
+    pytest.param([1, 2, 3], id="list"),
+    pytest.param(np.empty((0, 3)), id="empty"),
+]
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_round_trip(tmp_path: Any, value: Any) -> None:
+    path = str(tmp_path / "f_0.h5")
+    hdf5.write_payload(path, to_variables(value))
+    got = hdf5.read_payload(path)["result_0"]
+    want = np.asarray(value)
+    assert got.dtype.kind == want.dtype.kind
+    np.testing.assert_array_equal(got, want)
+    (meta,) = hdf5.describe_payload(path)
+    assert meta[1] == want.shape
+
+
+@pytest.mark.parametrize("value", [v for v in VALUES if v.id not in ("complex", "bytes")])
+def test_xarray_reads_the_same_values_without_phony_dims(tmp_path: Any, value: Any) -> None:
+    path = str(tmp_path / "f_0.h5")
+    hdf5.write_payload(path, to_variables(value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_dataset(path, engine="h5netcdf").load()
+    assert not any(d.startswith("phony") for d in ds.dims)
+    np.testing.assert_array_equal(ds["result_0"].values, np.asarray(value))
+
+
+def test_dataarray_keeps_dims_coords_attrs(tmp_path: Any) -> None:
+    da = xr.DataArray(
+        np.arange(6.0).reshape(2, 3), dims=("trial", "time"),
+        coords={"time": [0.1, 0.2, 0.3], "trial": ["a", "b"], "label": ("trial", [1, 2])},
+        attrs={"units": "mV", "note": "raw"},
+    )
+    path = str(tmp_path / "f_0.h5")
+    hdf5.write_payload(path, to_variables(da))
+    back = xr.open_dataset(path, engine="h5netcdf").load()["result_0"]
+    xr.testing.assert_identical(back.rename(None), da)
+    with h5py.File(path) as fh:
+        (v,) = hdf5.read_variables(fh)
+    assert v.dims == ("trial", "time") and v.attrs == {"units": "mV", "note": "raw"}
+    assert sorted(c.name for c in v.coords) == ["label", "time", "trial"]
+
+
+def test_dataset_variables_keep_their_names(tmp_path: Any) -> None:
+    ds = xr.Dataset(
+        {"power": (("freq",), np.arange(3.0)), "phase": (("freq",), np.zeros(3))},
+        coords={"freq": [1.0, 2.0, 4.0]}, attrs={"method": "fft"},
+    )
+    path = str(tmp_path / "f_0.h5")
+    hdf5.write_payload(path, to_variables((ds, 5)))
+    back = xr.open_dataset(path, engine="h5netcdf").load()
+    assert sorted(back.data_vars) == ["phase", "power", "result_1"]
+    xr.testing.assert_equal(back[["power", "phase"]], ds.drop_attrs(deep=False))
+
+
+@pytest.mark.parametrize("value", [None, {"a": 1}, np.array([object()]), [[1], [1, 2]], print])
+def test_values_hdf5_cannot_hold(value: Any) -> None:
+    with pytest.raises(NotStorable):
+        to_variables(value)
+
+
+def test_conflicting_dimension_sizes_are_not_storable(tmp_path: Any) -> None:
+    a = xr.DataArray(np.zeros(2), dims="x")
+    b = xr.DataArray(np.zeros(3), dims="x")
+    with pytest.raises(NotStorable, match="'x'"):
+        hdf5.write_payload(str(tmp_path / "f.h5"), to_variables((a, b)))
+    assert os.listdir(tmp_path) == []  # nothing half-written
+
+
+def test_atomic_path_cleans_up_on_error(tmp_path: Any) -> None:
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(tmp_path / "x.h5")) as tmp:
+            open(tmp, "w").write("partial")
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_remove_stale_temporaries(tmp_path: Any) -> None:
+    (tmp_path / f".f_0.h5.abc{TMP_SUFFIX}").write_text("left by a killed worker")
+    (tmp_path / "f_1.h5").write_text("kept")
+    assert remove_stale_temporaries(str(tmp_path)) == 1
+    assert os.listdir(tmp_path) == ["f_1.h5"]
+
+
+def test_container_virtual_dataset_fill_is_nan_for_missing_calls(tmp_path: Any) -> None:
+    for i in (0, 2):
+        hdf5.write_payload(str(tmp_path / f"f_{i}.h5"), to_variables(np.full(3, float(i))))
+    hdf5.write_container(str(tmp_path / "f.h5"), [(0, "f_0.h5"), (2, "f_2.h5")], n_calls=3,
+                         virtual=((None, 3), np.dtype("f8")))
+    with h5py.File(tmp_path / "f.h5") as fh:
+        data = fh["result_0"][()]
+    np.testing.assert_array_equal(data[0], 0.0)
+    assert np.isnan(data[1]).all()  # never a silent zero
+    np.testing.assert_array_equal(data[2], 2.0)
