@@ -1,0 +1,234 @@
+"""The client side of a run: group calls into batches, submit them, collect outcomes.
+
+* Batches are sized from measured call durations (as joblib does): a task should run for
+  about ``acme_xr.batch.target-duration`` so that dask's ~2 ms per task stays small, while
+  the end of the run is split finely enough to keep every worker busy.
+* A few tasks per worker are kept in flight; outcomes are collected with
+  :class:`distributed.as_completed` as they finish (no polling of every future).
+* A batch lost with its worker is submitted again; if a worker dies repeatedly under the
+  same batch, its calls are retried one per task, so a call that crashes its worker fails
+  alone and everything else completes.
+
+Examples
+--------
+>>> b = Batcher(range(100), slots=2)
+>>> len(b.take()[0])   # the first batches have one call: nothing is measured yet
+1
+>>> b.observe(n_calls=1, seconds=0.001)
+>>> len(b.take()[0])   # 0.2 s of 1 ms calls, but no more than a quarter of what is left
+25
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import cloudpickle
+
+from . import config
+from .inputs import CallPlan
+from .worker import BatchResult, Runner
+
+__all__ = ["Batcher", "Chunk", "execute"]
+
+log = logging.getLogger(__name__)
+
+_MAX_RESUBMITS = 3
+
+
+class Batcher:
+    """Hands out batches of call indices, sized by the measured time per call.
+
+    Parameters
+    ----------
+    todo : iterable of int
+        Call indices to run, in order.
+    slots : int
+        Worker threads; the tail of the run is split so that each gets work.
+    batch_size : int, optional
+        Fixed number of calls per batch (no automatic sizing).
+    """
+
+    def __init__(self, todo: Iterable[int], slots: int, batch_size: int | None = None) -> None:
+        self._todo = deque(todo)
+        self._retry: deque[tuple[list[int], int]] = deque()
+        self.slots = max(1, slots)
+        self.fixed = batch_size
+        self.target = config.get_seconds("batch.target-duration")
+        self.max_size = int(config.get("batch.max-size"))
+        self.per_call: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._todo) + sum(len(b) for b, _ in self._retry)
+
+    def observe(self, n_calls: int, seconds: float) -> None:
+        """Feed back how long a finished batch of ``n_calls`` took on its worker."""
+        if n_calls <= 0 or not math.isfinite(seconds):
+            return
+        x = max(seconds / n_calls, 1e-7)
+        self.per_call = x if self.per_call is None else 0.5 * self.per_call + 0.5 * x
+
+    def put_back(self, indices: Sequence[int], tries: int, one_by_one: bool = False) -> None:
+        """Queue calls again (their batch was lost) before any new ones; ``tries`` counts
+        how often they were lost already."""
+        if one_by_one:
+            self._retry.extend(([i], tries) for i in indices)
+        else:
+            self._retry.append((list(indices), tries))
+
+    def take(self) -> tuple[list[int], int] | None:
+        """The next batch and how often it was lost before, or None when all is handed out."""
+        if self._retry:
+            return self._retry.popleft()
+        if not self._todo:
+            return None
+        if self.fixed is not None:
+            size = self.fixed
+        elif self.per_call is None:
+            size = 1
+        else:
+            tail = math.ceil(len(self._todo) / (2 * self.slots))
+            size = min(int(self.target / self.per_call), tail, self.max_size)
+        size = max(1, min(size, len(self._todo)))
+        return [self._todo.popleft() for _ in range(size)], 0
+
+
+class Chunk:
+    """The per-call arguments of one batch, in an object dask does not look into."""
+
+    __slots__ = ("indices", "values")
+
+    def __init__(self, indices: list[int], values: list[tuple[Any, ...]]) -> None:
+        self.indices = indices
+        self.values = values
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Chunk, (self.indices, self.values))
+
+
+def _load_runner(blob: bytes) -> Runner:
+    return cloudpickle.loads(blob)
+
+
+def _run_chunk(runner: Runner, chunk: Chunk) -> BatchResult:
+    return runner.run(chunk.indices, chunk.values)
+
+
+class _SysPath:
+    """Worker plugin: make the client's import path available on every worker."""
+
+    name = "acme_xr-syspath"
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def setup(self, worker: Any) -> None:
+        for p in self.paths:
+            if p not in sys.path:
+                sys.path.append(p)
+
+
+def _is_lost_worker(exc: BaseException) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(exc, KilledWorker)
+
+
+def execute(
+    client: Any,
+    plan: CallPlan,
+    runner: Runner,
+    todo: Sequence[int],
+    on_result: Callable[[BatchResult], None],
+    on_batch_error: Callable[[list[int], BaseException], None],
+    *,
+    slots: int,
+    batch_size: int | None = None,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
+
+    ``on_batch_error`` receives the calls of a batch that failed as a whole (not because
+    a call raised: those are in the BatchResult) after every resubmission was used up.
+    ``tick`` is called after each batch (manifest flushes, progress). On any exception,
+    including KeyboardInterrupt, every pending task is cancelled before it propagates.
+    """
+    from distributed import as_completed
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
+    client.register_plugin(plugin, name=_SysPath.name)
+
+    run_id = uuid.uuid4().hex[:10]
+    stem = getattr(plan.func, "__name__", "call")
+    runner_future = client.submit(
+        _load_runner, cloudpickle.dumps(runner), pure=False, key=f"acme_xr-runner-{run_id}"
+    )
+    split = plan.split_arguments
+    batcher = Batcher(todo, slots=slots, batch_size=batch_size)
+    in_flight = max(2, int(config.get("batch.in-flight-per-worker")) * slots)
+    pending: dict[Any, tuple[list[int], int]] = {}
+    ac = as_completed()
+
+    def submit(indices: list[int], tries: int = 0) -> None:
+        chunk = Chunk(indices, [tuple(a.at(i) for a in split) for i in indices])
+        fut = client.submit(
+            _run_chunk, runner_future, chunk, pure=False,
+            key=f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}",
+        )
+        pending[fut] = (indices, tries)
+        ac.add(fut)
+
+    def fill() -> None:
+        while len(pending) < in_flight:
+            batch = batcher.take()
+            if batch is None:
+                return
+            submit(*batch)
+
+    try:
+        fill()
+        for fut in ac:
+            indices, tries = pending.pop(fut)
+            if fut.status == "finished":
+                result: BatchResult = fut.result()
+                ran = sum(1 for a in result.attempts if a > 0)
+                if ran:
+                    batcher.observe(ran, result.elapsed)
+                on_result(result)
+            else:
+                try:
+                    exc: BaseException = fut.exception()
+                except Exception as err:  # cancelled: no exception object to fetch
+                    exc = err
+                killed = _is_lost_worker(exc)
+                if killed and len(indices) > 1:
+                    # dask already re-ran it on fresh workers several times: isolate the
+                    # call that kills its worker by running each call on its own
+                    log.warning("workers died under the batch of calls %s...; running its "
+                                "calls one by one", indices[:5])
+                    batcher.put_back(indices, tries + 1, one_by_one=True)
+                elif not killed and tries < _MAX_RESUBMITS and fut.status != "error":
+                    log.warning("batch of calls %s... was %s; running it again",
+                                indices[:5], fut.status)
+                    batcher.put_back(indices, tries + 1)
+                else:
+                    on_batch_error(indices, exc)
+            fut.release()
+            fill()
+            if tick is not None:
+                tick()
+    except BaseException:
+        futures = list(pending)
+        if futures:
+            client.cancel(futures, force=True)
+        raise
+    finally:
+        runner_future.release()

@@ -1,0 +1,208 @@
+"""Where a run's files go, and the files written once the calls are done.
+
+The layout is the specification's: in ``<output_dir>`` (default
+``ACME_YYYYMMDD-hhmmss-ffffff`` in the current directory) one payload ``<func>_<i>.h5`` per
+call, the results container ``<func>.h5``, the manifest ``manifest.json`` and the log
+``<func>.log``. With ``write_pickle=True`` payloads are ``<func>_<i>.pickle`` and there is
+no container; with ``single_file=True`` all calls end up in ``<func>.h5`` itself.
+
+Examples
+--------
+>>> from acme_xr.options import Options
+>>> lay = RunLayout.resolve(Options(output_dir="/tmp/run1"), "f")
+>>> os.path.basename(lay.payload(3))
+'f_3.h5'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from .errors import InputError, RunExistsError, StorageError
+from .manifest import DONE, MANIFEST_NAME, Manifest
+from .options import Options
+from .storage import hdf5
+from .storage.atomic import atomic_path
+
+__all__ = ["RunLayout", "remove_old_runs"]
+
+log = logging.getLogger(__name__)
+
+_RUN_DIR = re.compile(r"^ACME_\d{8}-\d{6}-\d{6}$")
+
+
+def _timestamped_dir() -> str:
+    return os.path.join(
+        os.getcwd(), f"ACME_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    )
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run on disk."""
+
+    output_dir: str
+    stem: str
+    mode: str  # "hdf5" | "pickle" | "single_file"
+    result_shape: tuple[float | None, ...] | None = None
+    result_dtype: np.dtype = np.dtype("float64")
+
+    @classmethod
+    def resolve(cls, options: Options, stem: str) -> RunLayout:
+        """Decide the paths (no file-system access)."""
+        out = options.output_dir
+        out = _timestamped_dir() if out is None else os.path.abspath(os.path.expanduser(out))
+        mode = "pickle" if options.write_pickle else "single_file" if options.single_file else "hdf5"
+        return cls(out, stem, mode, options.result_shape, options.result_dtype)
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def payload_dir(self) -> str:
+        """Directory of the per-call files (a temporary one for single_file runs)."""
+        if self.mode == "single_file":
+            return os.path.join(self.output_dir, f"{self.stem}_parts")
+        return self.output_dir
+
+    def payload(self, i: int, ext: str = "h5") -> str:
+        return os.path.join(self.payload_dir, f"{self.stem}_{i}.{ext}")
+
+    @property
+    def container(self) -> str | None:
+        return None if self.mode == "pickle" else os.path.join(self.output_dir, f"{self.stem}.h5")
+
+    @property
+    def manifest(self) -> str:
+        return os.path.join(self.output_dir, MANIFEST_NAME)
+
+    @property
+    def default_logfile(self) -> str:
+        return os.path.join(self.output_dir, f"{self.stem}.log")
+
+    # -- checks and creation -------------------------------------------------------------
+    def check(self, resume: bool) -> bool:
+        """Check the directory can be used; return True when there is a run to resume.
+
+        Raises
+        ------
+        RunExistsError
+            The directory holds files and ``resume`` is False.
+        StorageError
+            The directory (or its parent) is not a writable directory.
+        """
+        out = self.output_dir
+        if os.path.exists(out):
+            if not os.path.isdir(out):
+                raise StorageError(f"output_dir {out} exists and is not a directory: choose another path")
+            entries = os.listdir(out)
+            if entries and not resume:
+                raise RunExistsError(
+                    f"output_dir {out} already holds {len(entries)} files (e.g. {sorted(entries)[0]!r}); "
+                    "acme_xr never overwrites results. Pass resume=True to finish that run, or "
+                    "choose a new output_dir"
+                )
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise StorageError(f"output_dir {out} is not writable: choose another path")
+            return bool(entries) and os.path.exists(self.manifest)
+        base = _nearest_existing(os.path.dirname(out))
+        if not os.path.isdir(base) or not os.access(base, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"cannot create output_dir {out}: {base} is not a writable directory; choose "
+                "an output_dir you can write to"
+            )
+        return False
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.payload_dir, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create output_dir {self.output_dir}: {exc}") from exc
+
+    # -- after the calls -----------------------------------------------------------------
+    def file_of(self, manifest: Manifest, i: int) -> str | None:
+        """Final path of call ``i``'s results (None when it has none)."""
+        if manifest.status[i] != DONE:
+            return None
+        if self.mode == "single_file":
+            return self.container
+        return self.payload(i, "pickle" if manifest.fmt[i] == "pickle" else "h5")
+
+    def finalize(self, manifest: Manifest) -> str | None:
+        """Write the container (or the single file) for the calls done; return its path."""
+        if self.mode == "pickle":
+            return None
+        done = [int(i) for i in manifest.indices(DONE) if manifest.fmt[i] == "h5"]
+        assert self.container is not None
+        virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
+        if self.mode == "hdf5":
+            rel = [(i, os.path.basename(self.payload(i))) for i in done]
+            hdf5.write_container(self.container, rel, n_calls=manifest.n_inputs, virtual=virtual)
+        else:
+            self._merge_single_file(manifest, done)
+        return self.container
+
+    def _merge_single_file(self, manifest: Manifest, done: list[int]) -> None:
+        """Copy every per-call file into ``<func>.h5``, then remove the per-call files."""
+        axis = None if self.result_shape is None else self.result_shape.index(None)
+        with atomic_path(self.container) as tmp:  # type: ignore[arg-type]
+            with h5py.File(tmp, "w") as dst:
+                stacked = None
+                if self.result_shape is not None:
+                    rec = manifest.variables.get("result_0")
+                    shape = [manifest.n_inputs if s is None else int(s) if np.isfinite(s) else
+                             max((sh[j] for sh in (rec.shapes if rec else []) if sh), default=0)
+                             for j, s in enumerate(self.result_shape)]
+                    # the stacking axis is absent from each call's shape: re-index per axis
+                    fill = np.nan if self.result_dtype.kind in "fc" else 0
+                    stacked = dst.create_dataset("result_0", shape=tuple(shape),
+                                                 dtype=self.result_dtype, fillvalue=fill)
+                for i in done:
+                    with h5py.File(self.payload(i), "r") as src:
+                        variables = hdf5.read_variables(src)
+                    if stacked is not None:
+                        first = next(v for v in variables if v.name == "result_0")
+                        sel: list[slice | int] = [slice(0, n) for n in first.data.shape]
+                        sel.insert(axis, i)  # type: ignore[arg-type]
+                        stacked[tuple(sel)] = first.data
+                        variables = [v for v in variables if v.name != "result_0"]
+                    hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
+        shutil.rmtree(self.payload_dir, ignore_errors=True)
+
+
+def remove_old_runs(directory: str, older_than_days: int) -> list[str]:
+    """Delete ``ACME_YYYYMMDD-hhmmss-ffffff`` run directories older than the threshold.
+
+    Only directories whose name has exactly that form are touched (ACME's
+    ``cleanup_threshold_days``); 0 removes all of them.
+    """
+    if older_than_days < 0:
+        raise InputError(f"cleanup_threshold_days={older_than_days} must be >= 0")
+    cutoff = time.time() - older_than_days * 86400
+    removed = []
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if _RUN_DIR.match(entry) and os.path.isdir(path):
+            if older_than_days == 0 or os.path.getmtime(path) < cutoff:
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(path)
+                    removed.append(path)
+                    log.info("removed old run directory %s", path)
+    return removed

@@ -1,0 +1,297 @@
+"""The run manifest: one JSON file that describes a whole run.
+
+It records what ran (function, inputs fingerprint, acme_xr version, options), the layout
+(payload file pattern, container, storage kind) and, per call, the status, duration,
+attempts, host, error and the shape/dtype/dims of every result variable. It holds enough to
+open the run as a labelled dataset without touching any payload file.
+
+Per-call columns are stored column-wise (one JSON list per field) so that a manifest of
+100,000 calls stays a few MB and parses in a fraction of a second.
+
+Examples
+--------
+>>> m = Manifest.new(n_inputs=2, header={"func": {"name": "f"}})
+>>> m.status.tolist()
+[0, 0]
+>>> Manifest.from_dict(m.to_dict()).n_inputs
+2
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ResultsLayoutError, StorageError
+from .storage.atomic import write_json
+
+__all__ = ["MANIFEST_NAME", "PENDING", "DONE", "FAILED", "VarRecord", "Manifest", "jsonable"]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "acme_xr-manifest"
+FORMAT_VERSION = 1
+
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = ("pending", "done", "failed")
+
+
+def now_iso() -> str:
+    """Current local time with offset, ISO 8601."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def jsonable(value: Any) -> Any:
+    """Convert NumPy scalars/arrays (and containers of them) to plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "Mm":
+            return value.astype(np.int64).tolist()
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+@dataclass
+class VarRecord:
+    """What the manifest knows of one result variable across calls."""
+
+    dtype: str
+    dims: tuple[str, ...]
+    shapes: list[tuple[int, ...] | None]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    labelled: bool = False
+    # coordinate name -> template token (constant across calls) or None (varies)
+    coords: dict[str, str | None] = field(default_factory=dict)
+    # calls whose dims differ from ``dims`` (reported when the run is opened)
+    dims_conflicts: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        present = [s for s in self.shapes if s is not None]
+        out: dict[str, Any] = {"dtype": self.dtype, "dims": list(self.dims)}
+        if present and all(s == present[0] for s in present):
+            out["shape"] = list(present[0])
+            out["present"] = _runs([s is not None for s in self.shapes])
+        else:
+            out["shapes"] = [None if s is None else list(s) for s in self.shapes]
+        if self.attrs:
+            out["attrs"] = jsonable(self.attrs)
+        if self.labelled:
+            out["labelled"] = True
+        if self.coords:
+            out["coords"] = dict(self.coords)
+        if self.dims_conflicts:
+            out["dims_conflicts"] = {str(k): list(v) for k, v in self.dims_conflicts.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], n: int) -> VarRecord:
+        if "shapes" in d:
+            shapes = [None if s is None else tuple(s) for s in d["shapes"]]
+        else:
+            shape = tuple(d["shape"])
+            mask = _unruns(d["present"], n)
+            shapes = [shape if p else None for p in mask]
+        return cls(
+            dtype=d["dtype"],
+            dims=tuple(d["dims"]),
+            shapes=shapes,
+            attrs=d.get("attrs", {}),
+            labelled=d.get("labelled", False),
+            coords=d.get("coords", {}),
+            dims_conflicts={int(k): tuple(v) for k, v in d.get("dims_conflicts", {}).items()},
+        )
+
+
+def _runs(mask: list[bool]) -> list[list[int]]:
+    """Compress a boolean mask to [start, stop) runs of True."""
+    out: list[list[int]] = []
+    start = None
+    for i, flag in enumerate(mask):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            out.append([start, i])
+            start = None
+    if start is not None:
+        out.append([start, len(mask)])
+    return out
+
+
+def _unruns(runs: list[list[int]], n: int) -> list[bool]:
+    mask = [False] * n
+    for start, stop in runs:
+        mask[start:stop] = [True] * (stop - start)
+    return mask
+
+
+@dataclass
+class Manifest:
+    """In-memory manifest of a run; see the module docstring."""
+
+    n_inputs: int
+    header: dict[str, Any]
+    status: np.ndarray
+    duration: np.ndarray
+    attempts: np.ndarray
+    fmt: list[str | None]
+    host: list[str | None]
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    variables: dict[str, VarRecord] = field(default_factory=dict)
+    coord_templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: str = "running"
+    created: str = field(default_factory=now_iso)
+
+    @classmethod
+    def new(cls, n_inputs: int, header: dict[str, Any]) -> Manifest:
+        """A manifest with every call pending."""
+        return cls(
+            n_inputs=n_inputs,
+            header=dict(header),
+            status=np.zeros(n_inputs, np.int8),
+            duration=np.full(n_inputs, np.nan),
+            attempts=np.zeros(n_inputs, np.int32),
+            fmt=[None] * n_inputs,
+            host=[None] * n_inputs,
+        )
+
+    # -- updates -------------------------------------------------------------------------
+    def record_done(self, i: int, fmt: str | None, meta: Any, host: str | None) -> None:
+        """Record call ``i`` as done; ``meta`` is a sequence of per-variable descriptions
+        ``(name, shape, dtype, dims, attrs, coord_tokens)`` (see :mod:`acme_xr.worker`)."""
+        self.status[i] = DONE
+        self.fmt[i] = fmt
+        self.host[i] = host
+        self.errors.pop(i, None)
+        for name, shape, dtype, dims, attrs, coords in meta or ():
+            rec = self.variables.get(name)
+            if rec is None:
+                rec = VarRecord(dtype=dtype, dims=tuple(dims), shapes=[None] * self.n_inputs,
+                                attrs=dict(attrs or {}), labelled=coords is not None,
+                                coords=dict(coords or {}))
+                self.variables[name] = rec
+            elif dtype != rec.dtype:
+                rec.dtype = _promote(rec.dtype, dtype)
+            if tuple(dims) != rec.dims:
+                rec.dims_conflicts[i] = tuple(dims)
+            rec.shapes[i] = tuple(shape)
+            for cname, tok in (coords or {}).items():
+                if rec.coords.get(cname, tok) != tok:
+                    rec.coords[cname] = None
+
+    def record_failed(self, i: int, error: dict[str, Any], host: str | None) -> None:
+        """Record call ``i`` as failed with ``error`` = {type, message, traceback}."""
+        self.status[i] = FAILED
+        self.fmt[i] = None
+        self.host[i] = host
+        self.errors[i] = dict(error)
+
+    def forget(self, i: int) -> None:
+        """Mark call ``i`` pending again (its payload is gone or invalid)."""
+        self.status[i] = PENDING
+        self.fmt[i] = None
+        for rec in self.variables.values():
+            rec.shapes[i] = None
+
+    # -- views ---------------------------------------------------------------------------
+    def indices(self, status: int) -> np.ndarray:
+        """Call indices with the given status code."""
+        return np.flatnonzero(self.status == status)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of calls per status name."""
+        return {name: int((self.status == code).sum()) for code, name in enumerate(STATUS_NAMES)}
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        hosts = sorted({h for h in self.host if h is not None})
+        host_ix = {h: k for k, h in enumerate(hosts)}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **self.header,
+            "n_inputs": self.n_inputs,
+            "state": self.state,
+            "created": self.created,
+            "updated": now_iso(),
+            "counts": self.counts,
+            "variables": {k: v.to_dict() for k, v in self.variables.items()},
+            "coord_templates": self.coord_templates,
+            "calls": {
+                "status": self.status.tolist(),
+                "duration": [None if np.isnan(d) else round(float(d), 6) for d in self.duration],
+                "attempts": self.attempts.tolist(),
+                "format": self.fmt,
+                "hosts": hosts,
+                "host": [None if h is None else host_ix[h] for h in self.host],
+            },
+            "errors": {str(k): v for k, v in sorted(self.errors.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        if d.get("format") != FORMAT:
+            raise ResultsLayoutError(f"not an acme_xr manifest (format={d.get('format')!r})")
+        n = int(d["n_inputs"])
+        calls = d["calls"]
+        hosts = calls.get("hosts", [])
+        reserved = {"format", "format_version", "n_inputs", "state", "created", "updated",
+                    "counts", "variables", "coord_templates", "calls", "errors"}
+        return cls(
+            n_inputs=n,
+            header={k: v for k, v in d.items() if k not in reserved},
+            status=np.asarray(calls["status"], np.int8),
+            duration=np.asarray([np.nan if x is None else x for x in calls["duration"]], float),
+            attempts=np.asarray(calls["attempts"], np.int32),
+            fmt=list(calls["format"]),
+            host=[None if h is None else hosts[h] for h in calls["host"]],
+            errors={int(k): v for k, v in d.get("errors", {}).items()},
+            variables={k: VarRecord.from_dict(v, n) for k, v in d.get("variables", {}).items()},
+            coord_templates=d.get("coord_templates", {}),
+            state=d.get("state", "unknown"),
+            created=d.get("created", ""),
+        )
+
+    def write(self, directory: str) -> str:
+        """Write the manifest atomically into ``directory``; return its path."""
+        path = os.path.join(directory, MANIFEST_NAME)
+        try:
+            write_json(path, self.to_dict())
+        except OSError as exc:
+            raise StorageError(f"cannot write the run manifest {path}: {exc}") from exc
+        return path
+
+    @classmethod
+    def read(cls, directory: str) -> Manifest:
+        """Read ``<directory>/manifest.json``."""
+        path = os.path.join(directory, MANIFEST_NAME)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                d = json.load(fh)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ResultsLayoutError(f"cannot read the run manifest {path}: {exc}") from exc
+        return cls.from_dict(d)
+
+
+def _promote(a: str, b: str) -> str:
+    da, db = np.dtype(a), np.dtype(b)
+    if da.kind == "U" or db.kind == "U":
+        return "<U0"
+    return np.result_type(da, db).str

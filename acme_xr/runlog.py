@@ -1,0 +1,66 @@
+"""Per-run logging: a timestamped log file in the output directory, and console messages.
+
+Nothing is configured at import time. During a run, :func:`run_logging` attaches a file
+handler (when the run has a log file) and, unless the application has configured logging
+itself, a console handler; both are removed when the run ends.
+
+Examples
+--------
+>>> import logging, os, tempfile
+>>> path = os.path.join(tempfile.mkdtemp(), "f.log")
+>>> with run_logging(path, verbose=False):
+...     logging.getLogger("acme_xr.map").info("hello")
+>>> "hello" in open(path).read()
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+__all__ = ["run_logging", "PACKAGE_LOGGER"]
+
+PACKAGE_LOGGER = "acme_xr"
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
+    """Log the package's messages to ``logfile`` (and the console) while the block runs.
+
+    Parameters
+    ----------
+    logfile : str or None
+        File to append to; None for no file.
+    verbose : bool or None
+        None: progress information on the console; True: also debug messages;
+        False: only warnings and errors on the console.
+    """
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    added: list[logging.Handler] = []
+    console_level = logging.DEBUG if verbose else logging.INFO if verbose is None else logging.WARNING
+    if logfile is not None:
+        fh = logging.FileHandler(logfile, encoding="utf-8")
+        fh.setFormatter(logging.Formatter(_FORMAT))
+        fh.setLevel(logging.DEBUG if verbose else logging.INFO)
+        added.append(fh)
+    if not logging.getLogger().handlers:
+        ch = logging.StreamHandler(sys.stderr)
+        ch.setFormatter(logging.Formatter("acme_xr %(levelname)s: %(message)s"))
+        ch.setLevel(console_level)
+        added.append(ch)
+    old_level = logger.level
+    levels = [h.level for h in added] or [console_level]
+    logger.setLevel(min(levels))
+    for h in added:
+        logger.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in added:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)
