@@ -24,6 +24,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import h5py
 import numpy as np
@@ -96,6 +97,25 @@ class RunLayout:
     @property
     def default_logfile(self) -> str:
         return os.path.join(self.output_dir, f"{self.stem}.log")
+
+    def locations(self) -> dict[str, Any]:
+        """Where call ``i``'s variables are, as recorded in the manifest (relative paths).
+
+        ``payload``: file pattern; ``group``: group pattern inside it (None: the root);
+        ``stacked``: variables stored in one dataset along an axis (single_file with
+        result_shape); ``container``: the results container.
+        """
+        container = None if self.container is None else os.path.basename(self.container)
+        if self.mode == "single_file":
+            stacked = None
+            if self.result_shape is not None:
+                stacked = {"result_0": {"dataset": "result_0",
+                                        "axis": self.result_shape.index(None)}}
+            return {"payload": container, "group": "comp_{i}", "stacked": stacked,
+                    "container": container}
+        ext = "pickle" if self.mode == "pickle" else "h5"
+        return {"payload": f"{self.stem}_{{i}}.{ext}", "group": None, "stacked": None,
+                "container": container}
 
     # -- checks and creation -------------------------------------------------------------
     def check(self, resume: bool) -> bool:

@@ -287,8 +287,7 @@ class ParallelMap:
                 "inputs": inputs_fingerprint(self.plan),
             },
             "storage": layout.mode if layout is not None else "memory",
-            "payload": f"{self.stem}_{{i}}.h5" if layout is not None else None,
-            "container": os.path.basename(layout.container) if layout and layout.container else None,
+            **(layout.locations() if layout is not None else {}),
             "result_shape": None if o.result_shape is None else [
                 None if s is None else ("inf" if np.isinf(s) else int(s)) for s in o.result_shape
             ],
