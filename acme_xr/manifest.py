@@ -29,8 +29,11 @@ import numpy as np
 
 from .errors import ResultsLayoutError, StorageError
 from .storage.atomic import write_json
+from .storage.values import Coord, token
 
-__all__ = ["MANIFEST_NAME", "PENDING", "DONE", "FAILED", "VarRecord", "Manifest", "jsonable"]
+__all__ = [
+    "MANIFEST_NAME", "PENDING", "DONE", "FAILED", "VarRecord", "Manifest", "jsonable", "var_meta",
+]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "acme_xr-manifest"
@@ -64,6 +67,40 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
+
+
+def var_meta(
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    dims: tuple[str, ...],
+    attrs: dict[str, Any] | None,
+    coords: tuple[Coord, ...] | None,
+    templates: dict[str, dict[str, Any]],
+) -> tuple[Any, ...]:
+    """The manifest's description of one variable of one call.
+
+    Returns ``(name, shape, dtype, dims, attrs, coord_tokens)``; ``coords`` is None for
+    plain (unlabelled) results. Each coordinate is identified by a content token, and its
+    values are added to ``templates`` once, so that coordinates shared by every call are
+    stored once and those that differ between calls are recognised.
+    """
+    tokens = None
+    if coords is not None:
+        tokens = {}
+        for c in coords:
+            tok = token(c.data) + ":" + ",".join(c.dims)
+            tokens[c.name] = tok
+            if tok not in templates:
+                templates[tok] = {
+                    "name": c.name,
+                    "dims": list(c.dims),
+                    "dtype": c.data.dtype.str,
+                    "values": jsonable(c.data),
+                    "attrs": jsonable(c.attrs),
+                }
+    dtype_str = "<U0" if np.dtype(dtype).kind in "UO" else np.dtype(dtype).str
+    return (name, tuple(shape), dtype_str, tuple(dims), jsonable(attrs) if attrs else None, tokens)
 
 
 @dataclass

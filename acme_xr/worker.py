@@ -29,9 +29,9 @@ import numpy as np
 
 from .errors import ResultShapeError
 from .inputs import CallPlan
-from .manifest import jsonable
+from .manifest import var_meta
 from .storage import hdf5, pickled
-from .storage.values import NotStorable, Variable, to_variables, token
+from .storage.values import NotStorable, Variable, to_variables
 
 __all__ = ["WriteSpec", "Runner", "BatchResult", "run_batch", "split_values_for"]
 
@@ -112,26 +112,11 @@ def _check_shape(spec: tuple[float | None, ...], variables: Sequence[Variable]) 
 
 
 def _describe(variables: Sequence[Variable], templates: dict[str, dict[str, Any]]) -> tuple:
-    out = []
-    for v in variables:
-        coords = None
-        if v.labelled:
-            coords = {}
-            for c in v.coords:
-                tok = token(c.data) + ":" + ",".join(c.dims)
-                coords[c.name] = tok
-                if tok not in templates:
-                    templates[tok] = {
-                        "name": c.name,
-                        "dims": list(c.dims),
-                        "dtype": c.data.dtype.str,
-                        "values": jsonable(c.data),
-                        "attrs": jsonable(c.attrs),
-                    }
-        dtype = "<U0" if v.data.dtype.kind == "U" else v.data.dtype.str
-        out.append((v.name, v.data.shape, dtype, v.dims, jsonable(v.attrs) if v.attrs else None,
-                    coords))
-    return tuple(out)
+    return tuple(
+        var_meta(v.name, v.data.shape, v.data.dtype, v.dims, v.attrs,
+                 v.coords if v.labelled else None, templates)
+        for v in variables
+    )
 
 
 @dataclass
