@@ -23,8 +23,27 @@ from ._version import __version__
 from .cluster import cluster_cleanup, local_cluster_setup
 from .map import ParallelMap
 
+
+def open_results(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Open all results of a run as one lazy, labelled xarray Dataset.
+
+    See :func:`acme_xr.results.open_results` (imported on first use, so that importing
+    acme_xr does not import xarray).
+
+    Examples
+    --------
+    >>> import acme_xr
+    >>> callable(acme_xr.open_results)
+    True
+    """
+    from .results import open_results as _open_results
+
+    return _open_results(*args, **kwargs)
+
+
 __all__ = [
     "ParallelMap",
+    "open_results",
     "local_cluster_setup",
     "cluster_cleanup",
     "errors",

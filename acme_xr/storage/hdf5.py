@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import h5py
@@ -37,6 +37,7 @@ __all__ = [
     "read_payload",
     "write_container",
     "read_variables",
+    "scan_group",
     "write_variables",
     "decode",
     "user_attrs",
@@ -258,6 +259,37 @@ def _is_coordinate_scale(ds: h5py.Dataset) -> bool:
     return ds.attrs.get("CLASS") == b"DIMENSION_SCALE" and not bytes(name).startswith(_NOT_A_VARIABLE)
 
 
+def _read_coords(grp: h5py.Group) -> dict[str, Coord]:
+    coord_names = _coordinate_names(grp)
+    coords: dict[str, Coord] = {}
+    for name, obj in grp.items():
+        if not isinstance(obj, h5py.Dataset):
+            continue
+        if _is_coordinate_scale(obj):
+            dims: tuple[str, ...] = (name,)
+        elif name in coord_names:
+            dims = _dims_of(obj)
+        else:
+            continue
+        coords[name] = Coord(name, dims, decode(obj, np.dtype(_decoded_dtype(obj))), user_attrs(obj))
+    return coords
+
+
+def _data_variables(grp: h5py.Group) -> Iterator[tuple[h5py.Dataset, tuple[str, ...],
+                                                       dict[str, Any], tuple[Coord, ...], bool]]:
+    """(dataset, dims, attrs, its coordinates, labelled?) of each data variable of a group."""
+    coords = _read_coords(grp)
+    for name, obj in grp.items():
+        if name in coords or not _is_data_variable(name, obj):
+            continue
+        dims = _dims_of(obj)
+        attrs = user_attrs(obj)
+        own = tuple(c for c in coords.values() if set(c.dims) <= set(dims))
+        labelled = bool(own) or bool(attrs) or any(
+            d != f"{name}_dim_{j}" for j, d in enumerate(dims))
+        yield obj, dims, attrs, own, labelled
+
+
 def read_variables(grp: h5py.Group) -> list[Variable]:
     """Rebuild the :class:`Variable` objects a payload group was written from.
 
@@ -271,29 +303,22 @@ def read_variables(grp: h5py.Group) -> list[Variable]:
     ...     [(v.name, v.dims) for v in read_variables(fh)]
     [('result_0', ('result_0_dim_0', 'result_0_dim_1'))]
     """
-    coord_names = _coordinate_names(grp)
-    coords: dict[str, Coord] = {}
-    for name, obj in grp.items():
-        if not isinstance(obj, h5py.Dataset):
-            continue
-        if _is_coordinate_scale(obj):
-            dims = (name,)
-        elif name in coord_names:
-            dims = _dims_of(obj)
-        else:
-            continue
-        coords[name] = Coord(name, dims, decode(obj, np.dtype(_decoded_dtype(obj))), user_attrs(obj))
-    out = []
-    for name, obj in grp.items():
-        if name in coords or not _is_data_variable(name, obj):
-            continue
-        dims = _dims_of(obj)
-        own = [coords[c] for c in coords if set(coords[c].dims) <= set(dims)]
-        labelled = bool(own) or bool(user_attrs(obj)) or any(
-            d != f"{name}_dim_{j}" for j, d in enumerate(dims))
-        out.append(Variable(name, decode(obj, np.dtype(_decoded_dtype(obj))), dims,
-                            user_attrs(obj), tuple(own), labelled))
-    return out
+    return [
+        Variable(os.path.basename(ds.name), decode(ds, np.dtype(_decoded_dtype(ds))), dims,
+                 attrs, own, labelled)
+        for ds, dims, attrs, own, labelled in _data_variables(grp)
+    ]
+
+
+def scan_group(grp: h5py.Group, templates: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+    """Describe a payload group for the manifest without reading its data variables."""
+    from ..manifest import var_meta
+
+    return tuple(
+        var_meta(os.path.basename(ds.name), tuple(ds.shape), np.dtype(_decoded_dtype(ds)), dims,
+                 attrs, own if labelled else None, templates)
+        for ds, dims, attrs, own, labelled in _data_variables(grp)
+    )
 
 
 def decode(ds: h5py.Dataset, dtype: np.dtype, selection: Any = ()) -> np.ndarray:

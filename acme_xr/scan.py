@@ -1,0 +1,198 @@
+"""Find a run on disk and its manifest; rebuild the manifest by scanning when there is none.
+
+Three kinds of directory open the same way:
+
+* an acme_xr run (``manifest.json`` present; also one that is still running);
+* an acme_xr run whose process died before writing its manifest (payloads ``<func>_<i>.h5``):
+  the manifest is rebuilt by opening each payload once and written, so the next open is O(1);
+* a run written by ACME itself: ``<func>.h5`` plus ``<func>_payload/<func>_<i>.h5`` (also with
+  ACME's ``result_shape`` virtual-dataset container), or ACME's ``single_file`` container with
+  groups ``comp_<i>``. Its manifest is rebuilt the same way (and cached in the directory when
+  it is writable).
+
+Examples
+--------
+>>> import tempfile
+>>> locate_run(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+acme_xr.errors.ResultsLayoutError: ... holds no acme_xr or ACME run ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from typing import Any
+
+import h5py
+
+from ._version import __version__
+from .errors import ResultsLayoutError, StorageError
+from .manifest import MANIFEST_NAME, PENDING, Manifest
+from .storage.hdf5 import scan_group
+
+__all__ = ["locate_run", "load_manifest", "refresh_pending", "payload_location"]
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD = re.compile(r"^(?P<stem>.+)_(?P<i>\d+)\.(?P<ext>h5|pickle)$")
+
+
+def locate_run(path: str | os.PathLike[str]) -> str:
+    """The run directory for ``path`` (a run directory or its container / manifest file)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ResultsLayoutError(f"{path} does not exist: give a run directory or its <func>.h5")
+    if os.path.exists(os.path.join(path, MANIFEST_NAME)) or _payload_files(path) or _acme_stem(path):
+        return path
+    raise ResultsLayoutError(
+        f"{path} holds no acme_xr or ACME run: expected {MANIFEST_NAME}, <func>_<i>.h5 payloads "
+        "or an ACME <func>.h5 with <func>_payload/"
+    )
+
+
+def _payload_files(directory: str) -> dict[str, dict[int, str]]:
+    """stem -> {call index: extension} of payload-named files directly in ``directory``."""
+    found: dict[str, dict[int, str]] = {}
+    with os.scandir(directory) as it:
+        for entry in it:
+            m = _PAYLOAD.match(entry.name)
+            if m and entry.is_file():
+                found.setdefault(m["stem"], {})[int(m["i"])] = m["ext"]
+    return found
+
+
+def _acme_stem(directory: str) -> str | None:
+    """The function name of an ACME run in ``directory``, if it is one."""
+    for name in sorted(os.listdir(directory)):
+        if name.endswith("_payload") and os.path.isdir(os.path.join(directory, name)):
+            return name[: -len("_payload")]
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".h5") and not _PAYLOAD.match(name):
+            with contextlib.suppress(OSError), h5py.File(os.path.join(directory, name), "r") as fh:
+                if any(k.startswith("comp_") for k in fh):
+                    return name[:-3]
+    return None
+
+
+def payload_location(header: dict[str, Any], run_dir: str, i: int) -> tuple[str, str | None]:
+    """(file, group or None) holding call ``i``'s variables."""
+    path = os.path.join(run_dir, header["payload"].format(i=i))
+    group = header.get("group")
+    return path, (group.format(i=i) if group else None)
+
+
+def load_manifest(run_dir: str) -> Manifest:
+    """Read the run's manifest, or rebuild it by scanning (and save it when possible)."""
+    path = os.path.join(run_dir, MANIFEST_NAME)
+    if os.path.exists(path):
+        return Manifest.read(run_dir)
+    manifest = _rebuild(run_dir)
+    try:
+        manifest.write(run_dir)
+        log.info("rebuilt the manifest of %s by scanning its payloads; saved it", run_dir)
+    except StorageError as exc:
+        log.info("rebuilt the manifest of %s by scanning; could not save it: %s", run_dir, exc)
+    return manifest
+
+
+def _container_calls(path: str) -> tuple[int, bool]:
+    """(number of comp_<i> entries, whether they are groups inside the file) of a container."""
+    if not os.path.exists(path):
+        return 0, False
+    with h5py.File(path, "r") as fh:
+        comps = [k for k in fh if k.startswith("comp_")]
+        internal = bool(comps) and not isinstance(fh.get(comps[0], getlink=True), h5py.ExternalLink)
+        return len(comps), internal
+
+
+def _rebuild(run_dir: str) -> Manifest:
+    files = _payload_files(run_dir)
+    header: dict[str, Any]
+    if files:  # an acme_xr run that died before its first manifest write
+        stem = max(files, key=lambda s: len(files[s]))
+        calls = files[stem]
+        n = max(calls) + 1
+        header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr"}
+    else:
+        stem = _acme_stem(run_dir)  # type: ignore[assignment]
+        assert stem is not None
+        n_links, internal = _container_calls(os.path.join(run_dir, f"{stem}.h5"))
+        if internal:
+            header = {"payload": f"{stem}.h5", "group": "comp_{i}", "source": "acme"}
+            calls = {i: "h5" for i in range(n_links)}
+        else:
+            sub = f"{stem}_payload"
+            calls = _payload_files(os.path.join(run_dir, sub)).get(stem, {})
+            header = {"payload": f"{sub}/{stem}_{{i}}.h5", "group": None, "source": "acme"}
+        n = max(n_links, max(calls, default=-1) + 1)
+        if n == 0:
+            raise ResultsLayoutError(f"the ACME run in {run_dir} holds no calls")
+    header.update({
+        "acme_xr_version": __version__,
+        "func": {"name": stem, "qualname": None, "module": None},
+        "storage": "single_file" if header["group"] else "hdf5",
+        "stacked": None,
+        "container": f"{stem}.h5",
+        "coords": {},
+        "rebuilt": True,
+    })
+    manifest = Manifest.new(n, header)
+    manifest.state = "rebuilt"
+    for i, ext in sorted(calls.items()):
+        if ext == "pickle" and header["source"] == "acme_xr" and not _exists(run_dir, header, i):
+            manifest.record_done(i, "pickle", None, None)
+            continue
+        _scan_into(manifest, run_dir, i)
+    return manifest
+
+
+def _exists(run_dir: str, header: dict[str, Any], i: int) -> bool:
+    return os.path.exists(payload_location(header, run_dir, i)[0])
+
+
+def _scan_into(manifest: Manifest, run_dir: str, i: int) -> bool:
+    """Describe call ``i``'s payload into the manifest; False when it cannot be read."""
+    path, group = payload_location(manifest.header, run_dir, i)
+    try:
+        with h5py.File(path, "r") as fh:
+            grp = fh[group] if group else fh
+            meta = scan_group(grp, manifest.coord_templates)
+    except (OSError, KeyError):
+        return False
+    manifest.record_done(i, "h5", meta, None)
+    return True
+
+
+def refresh_pending(manifest: Manifest, run_dir: str) -> int:
+    """Pick up calls the manifest lists as pending whose payload exists by now.
+
+    For a run that is still going (or was killed between manifest writes). The manifest
+    file is not changed: it belongs to the running process. Returns the number found.
+    """
+    if manifest.header.get("group") or not manifest.header.get("payload"):
+        return 0
+    pending = manifest.indices(PENDING)
+    if not len(pending):
+        return 0
+    stem_dir = os.path.dirname(payload_location(manifest.header, run_dir, 0)[0])
+    present = set()
+    with os.scandir(stem_dir) as it:
+        for entry in it:
+            m = _PAYLOAD.match(entry.name)
+            if m:
+                present.add((int(m["i"]), m["ext"]))
+    found = 0
+    for i in pending:
+        i = int(i)
+        if (i, "h5") in present and _scan_into(manifest, run_dir, i):
+            found += 1
+        elif (i, "pickle") in present:
+            manifest.record_done(i, "pickle", None, None)
+            found += 1
+    return found
