@@ -48,6 +48,7 @@ from .errors import MissingPayloadError, ResultsLayoutError
 from .manifest import DONE, FAILED, PENDING, Manifest, VarRecord
 from .scan import load_manifest, locate_run, payload_location, refresh_pending
 from .storage.hdf5 import decode
+from .storage.zarr import per_call
 
 __all__ = ["open_results", "build_dataset", "CallStackArray"]
 
@@ -117,7 +118,8 @@ class CallStackArray(BackendArray):
 
     def __init__(self, run_dir: str, header: dict[str, Any], name: str,
                  shapes: list[tuple[int, ...] | None], native: np.dtype, dtype: np.dtype,
-                 fill: Any) -> None:
+                 fill: Any, in_store: np.ndarray | None = None,
+                 store_name: str | None = None) -> None:
         present = [s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
@@ -129,6 +131,9 @@ class CallStackArray(BackendArray):
         self.dtype = dtype
         self.fill = fill
         self.shape = (len(shapes), *self.maxshape)
+        # calls whose values are in the run's zarr store rather than in a payload file
+        self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
+        self.store_name = store_name or name
 
     def __dask_tokenize__(self) -> Any:
         return ("acme_xr.CallStackArray", self.run_dir, self.name, self.shape, str(self.dtype),
@@ -145,11 +150,34 @@ class CallStackArray(BackendArray):
         calls = np.atleast_1d(calls)
         rest = tuple(key[1:])
         out = np.full((len(calls), *_selected_shape(rest, self.maxshape)), self.fill, self.dtype)
+        zarr_rows = [j for j, c in enumerate(calls) if self.in_store[c] and self.shapes[c] is not None]
+        if zarr_rows:
+            out[zarr_rows] = self._read_store(calls[zarr_rows], rest)
         for j, c in enumerate(calls):
-            if self.shapes[c] is not None:
+            if self.shapes[c] is not None and not self.in_store[c]:
                 data = self._read_call(int(c), rest)
                 out[j] = data.item() if data.ndim == 0 and self.dtype.kind == "O" else data
         return out[0] if single else out
+
+    def _read_store(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
+        """Read several calls from the zarr store at once."""
+        import zarr
+
+        store = os.path.join(self.run_dir, self.header["store"])
+        try:
+            arr = zarr.open_array(store, path=self.store_name, mode="r")
+        except FileNotFoundError as exc:
+            raise MissingPayloadError(
+                f"the zarr store {store} (or its array {self.store_name!r}) listed in the run's "
+                "manifest is gone"
+            ) from exc
+        if tuple(arr.shape[1:]) == self.maxshape:
+            data = arr.get_orthogonal_selection((calls, *rest))
+        else:  # some calls (kept as payload files) are larger: pad the stored ones
+            rows = arr.get_orthogonal_selection((calls,))
+            data = np.stack([_outer_index(self._pad(np.asarray(r)), rest) for r in rows])
+        data = np.asarray(data)
+        return data.astype(object) if self.dtype.kind == "O" else data
 
     def _read_call(self, c: int, rest: tuple[Any, ...]) -> np.ndarray:
         path, group = payload_location(self.header, self.run_dir, c)
@@ -227,7 +255,11 @@ def _coordinate(tpl: dict[str, Any]) -> xr.Variable:
 
 
 def _readable(manifest: Manifest) -> np.ndarray:
-    return (manifest.status == DONE) & np.array([f in ("h5", None) for f in manifest.fmt])
+    return (manifest.status == DONE) & np.array([f in ("h5", "zarr", None) for f in manifest.fmt])
+
+
+def _in_store(manifest: Manifest) -> np.ndarray:
+    return np.array([f == "zarr" for f in manifest.fmt], bool)
 
 
 def _status_labels(manifest: Manifest) -> np.ndarray:
@@ -243,6 +275,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
     n = manifest.n_inputs
     header = manifest.header
     readable = _readable(manifest)
+    in_store = _in_store(manifest)
     data_vars: dict[Hashable, xr.Variable] = {}
     coords: dict[Hashable, xr.Variable] = {dim: xr.Variable(dim, np.arange(n))}
     block = _MAX_BLOCK_CALLS
@@ -253,7 +286,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         gaps = len(present) < n or any(s != present[0] for s in present)
         native = np.dtype(rec.dtype)
         dtype, fill = _output_dtype(native, gaps, mask_integers)
-        arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill)
+        arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store)
         for d, size in zip(rec.dims, arr.maxshape):
             if sizes.setdefault(d, (size, name))[0] != size:
                 raise ResultsLayoutError(
@@ -268,7 +301,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
             shape_arr = np.array([s if s is not None else (-1,) * len(arr.maxshape)
                                   for s in shapes], dtype=np.int64).reshape(n, len(arr.maxshape))
             coords[f"{name}_shape"] = xr.Variable((dim, f"{name}_axis"), shape_arr)
-        _add_coords(coords, name, rec, manifest, run_dir, dim, shapes)
+        _add_coords(coords, name, rec, manifest, run_dir, dim, shapes, in_store)
     for name, spec in header.get("coords", {}).items():
         if name in data_vars or name in coords or any(name in v.dims for v in data_vars.values()):
             continue
@@ -283,7 +316,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
 
 def _add_coords(coords: dict[Hashable, xr.Variable], name: str, rec: VarRecord,
                 manifest: Manifest, run_dir: str, dim: str,
-                shapes: list[tuple[int, ...] | None]) -> None:
+                shapes: list[tuple[int, ...] | None], in_store: np.ndarray) -> None:
     for cname, tok in rec.coords.items():
         if tok is not None:
             var = _coordinate(manifest.coord_templates[tok])
@@ -300,7 +333,8 @@ def _add_coords(coords: dict[Hashable, xr.Variable], name: str, rec: VarRecord,
                    for s in shapes]
         native = np.dtype(tpl["dtype"])
         dtype, fill = _output_dtype(native, True, True)
-        arr = CallStackArray(run_dir, manifest.header, cname, cshapes, native, dtype, fill)
+        arr = CallStackArray(run_dir, manifest.header, cname, cshapes, native, dtype, fill,
+                             in_store, store_name=per_call(cname))
         out = f"{cname}_per_call" if cname in cdims else cname
         coords[out] = xr.Variable((dim, *cdims), indexing.LazilyIndexedArray(arr),
                                   tpl.get("attrs") or {})

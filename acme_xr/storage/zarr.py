@@ -1,0 +1,230 @@
+"""``storage="zarr"``: every call's results in one zarr (v3) store ``<output_dir>/<func>.zarr``.
+
+Each result variable is one array of shape ``(n_calls, *shape)`` chunked one call per chunk,
+with dimension names ``("call", *dims)``, so every worker writes only its own chunks: no
+locks, no pile of small files. zarr writes each chunk under a temporary name and renames it.
+
+The arrays are created by the client as soon as the first call of a variable has reported
+its shape and dtype. A call that finishes before that, or whose result does not fit the
+array (a different shape), is written as an ordinary HDF5 payload instead; when the run
+ends, every payload that fits is moved into the store. Results whose shape varies between
+calls therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
+
+Examples
+--------
+>>> import os, tempfile, numpy as np
+>>> from acme_xr.storage.values import to_variables
+>>> store = ZarrStore(os.path.join(tempfile.mkdtemp(), "f.zarr"), n_calls=3)
+>>> store.create()
+>>> meta = (("result_0", (2,), "<f8", ("result_0_dim_0",), None, None),)
+>>> store.ensure_arrays(meta, templates={})
+>>> store.write(1, to_variables(np.array([1.0, 2.0])))
+True
+>>> store.array("result_0")[1].tolist()
+[1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .values import Variable
+
+__all__ = ["ZarrStore", "STORE_SUFFIX", "per_call"]
+
+STORE_SUFFIX = ".zarr"
+_RECHECK_SECONDS = 0.5
+_CONFIG = {"write_empty_chunks": True}  # a chunk equal to the fill value still marks a done call
+
+
+def per_call(coordinate: str) -> str:
+    """Name of the array holding a coordinate's value in every call."""
+    return f"{coordinate}_per_call"
+
+
+def _fill_value(dtype: np.dtype) -> Any:
+    if dtype.kind in "fc":
+        return np.nan
+    if dtype.kind in "Mm":
+        return dtype.type("NaT")
+    if dtype.kind == "U":
+        return ""
+    return 0
+
+
+def _zarr_dtype(dtype: np.dtype) -> Any:
+    return str if dtype.kind in "UO" else dtype
+
+
+class ZarrStore:
+    """The zarr store of one run (used on the client and, pickled, on the workers).
+
+    Parameters
+    ----------
+    path : str
+        Absolute path of the store directory ``<output_dir>/<func>.zarr``.
+    n_calls : int
+        Number of calls (length of the leading ``call`` axis).
+    """
+
+    def __init__(self, path: str, n_calls: int) -> None:
+        self.path = path
+        self.n_calls = n_calls
+        self._arrays: dict[str, Any] = {}
+        self._checked: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "n_calls": self.n_calls}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["n_calls"])  # type: ignore[misc]
+
+    # -- client side ---------------------------------------------------------------------
+    def create(self) -> None:
+        """Create the (empty) store; an existing store is kept (resume)."""
+        import zarr
+
+        zarr.open_group(self.path, mode="a", zarr_format=3)
+
+    def _create(self, root: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                dims: tuple[str, ...], attrs: dict[str, Any] | None) -> None:
+        root.create_array(
+            name, shape=(self.n_calls, *shape), chunks=(1, *(max(1, n) for n in shape)),
+            dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
+            dimension_names=("call", *dims), attributes=dict(attrs or {}), config=_CONFIG,
+        )
+
+    def ensure_arrays(self, meta: Sequence[tuple[Any, ...]] | None,
+                      templates: dict[str, dict[str, Any]]) -> None:
+        """Create the arrays for the variables (and their coordinates) of a call's ``meta``.
+
+        ``templates`` are the coordinate descriptions of the manifest: a coordinate ``x``
+        of an xarray result gets the array ``x_per_call`` of shape ``(n_calls, *x.shape)``.
+        """
+        import zarr
+
+        if not meta:
+            return
+        wanted: list[tuple[str, tuple[int, ...], np.dtype, tuple[str, ...], Any]] = []
+        for name, shape, dtype, dims, attrs, coords in meta:
+            wanted.append((name, tuple(shape), np.dtype(dtype), tuple(dims), attrs))
+            for tok in (coords or {}).values():
+                tpl = templates[tok]
+                values = np.asarray(tpl["values"])
+                wanted.append((per_call(tpl["name"]), values.shape, np.dtype(tpl["dtype"]),
+                               tuple(tpl["dims"]), tpl.get("attrs")))
+        root = None
+        for name, shape, dtype, dims, attrs in wanted:
+            if name in self._arrays or os.path.exists(os.path.join(self.path, name, "zarr.json")):
+                continue
+            root = root or zarr.open_group(self.path, mode="a", zarr_format=3)
+            if name not in root:
+                self._create(root, name, shape, dtype, dims, attrs)
+
+    # -- both sides ----------------------------------------------------------------------
+    def array(self, name: str) -> Any:
+        """The zarr array of variable ``name``, or None while it does not exist."""
+        arr = self._arrays.get(name)
+        if arr is not None:
+            return arr
+        now = time.monotonic()
+        if now - self._checked.get(name, -1e9) < _RECHECK_SECONDS:
+            return None
+        self._checked[name] = now
+        if not os.path.exists(os.path.join(self.path, name, "zarr.json")):
+            return None
+        import zarr
+
+        arr = zarr.open_array(self.path, path=name, mode="r+", config=_CONFIG)
+        self._arrays[name] = arr
+        return arr
+
+    # -- worker side ---------------------------------------------------------------------
+    def _fits(self, name: str, data: np.ndarray) -> Any:
+        arr = self.array(name)
+        if arr is None or tuple(arr.shape[1:]) != data.shape:
+            return None
+        kind = data.dtype.kind
+        stored = np.dtype(arr.dtype)
+        if (kind in "UO") != (stored.kind in "UOT") or (kind not in "UO" and stored != data.dtype):
+            return None
+        return arr
+
+    def write(self, i: int, variables: Sequence[Variable]) -> bool:
+        """Write call ``i`` into its chunks if every variable fits; False otherwise."""
+        items: dict[str, np.ndarray] = {v.name: v.data for v in variables}
+        for v in variables:
+            for c in v.coords if v.labelled else ():
+                items.setdefault(per_call(c.name), c.data)
+        arrays = [self._fits(name, data) for name, data in items.items()]
+        if not variables or any(a is None for a in arrays):
+            return False
+        for arr, data in zip(arrays, items.values()):
+            arr[i] = data
+        return True
+
+    def has_call(self, i: int, names: Sequence[str]) -> bool:
+        """Whether every named variable has call ``i``'s chunk on disk."""
+        for name in names:
+            arr = self.array(name)
+            if arr is None:
+                return False
+            key = os.path.join(self.path, name, "c", str(i), *(["0"] * (arr.ndim - 1)))
+            if not os.path.exists(key):
+                return False
+        return True
+
+    def absorb(self, staged: Sequence[tuple[int, str]]) -> list[int]:
+        """Move staged HDF5 payloads that fit into the store; return the calls moved.
+
+        Each payload is deleted only after its chunks are written. Payloads that do not fit
+        (another shape) stay where they are.
+        """
+        import h5py
+
+        from .hdf5 import read_variables
+
+        moved = []
+        for i, path in staged:
+            with h5py.File(path, "r") as fh:
+                variables = read_variables(fh)
+            if self.write(i, variables):
+                os.unlink(path)
+                moved.append(i)
+        return moved
+
+    def write_coordinates(
+        self, coords: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]]
+    ) -> None:
+        """Store coordinates shared by every call once (so ``xr.open_zarr`` sees them too),
+        in place of their ``<name>_per_call`` arrays."""
+        import zarr
+
+        root = zarr.open_group(self.path, mode="a", zarr_format=3)
+        for name, (dims, values, attrs) in coords.items():
+            if per_call(name) in root:
+                del root[per_call(name)]
+                self._arrays.pop(per_call(name), None)
+            if name in root:
+                continue
+            arr = root.create_array(
+                name, shape=values.shape, dtype=_zarr_dtype(values.dtype),
+                fill_value=_fill_value(values.dtype), dimension_names=dims,
+                attributes=dict(attrs), config=_CONFIG,
+            )
+            arr[...] = values
+
+    def remove_partials(self) -> int:
+        """Remove chunk files a killed writer left half-written (``*.partial``)."""
+        removed = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                if name.endswith(".partial"):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+        return removed
