@@ -170,6 +170,15 @@ class ClusterLease:
         self.stop_client = stop_client
         self.client: Any = None
         self.started = False
+        self.planned_slots = 0
+
+    def check(self) -> None:
+        """Check what :meth:`acquire` will need (the SLURM partition) before a run creates
+        anything; raises InputError or ClusterError."""
+        if self.partition != "auto" and _running_client() is None:
+            from .slurm import check_partition
+
+            check_partition(self.partition)
 
     def acquire(self) -> Any:
         """Return a client with at least one worker, starting a cluster if needed."""
@@ -182,14 +191,16 @@ class ClusterLease:
             self._wait_for_workers(client)
             return client
         if self.partition != "auto":
-            from .slurm import slurm_cluster_setup
+            from .slurm import auto_n_workers, slurm_cluster_setup
 
+            n = auto_n_workers(self.n_calls) if self.n_workers == "auto" else int(self.n_workers)
             self.client = slurm_cluster_setup(
                 partition=self.partition,
-                n_workers=self.n_calls if self.n_workers == "auto" else int(self.n_workers),
+                n_workers=n,
                 mem_per_worker=None if self.mem_per_worker == "auto" else self.mem_per_worker,
                 timeout=self.setup_timeout,
             )
+            self.planned_slots = n  # the other worker jobs join while the run goes on
         else:
             n = (
                 min(self.n_calls, available_cores())
@@ -212,9 +223,9 @@ class ClusterLease:
             time.sleep(0.1)
 
     def n_worker_slots(self) -> int:
-        """Worker threads available now (at least 1)."""
+        """Worker threads available now, or planned (SLURM jobs join later); at least 1."""
         info = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        return max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
+        return max(1, self.planned_slots, sum(int(w.get("nthreads", 1)) for w in info.values()))
 
     def release(self) -> None:
         """Close the client/cluster if ``stop_client`` says so; idempotent."""

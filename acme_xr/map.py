@@ -73,11 +73,13 @@ class ParallelMap:
     partition : str
         SLURM partition: anything but ``"auto"`` runs the workers as SLURM jobs.
     n_workers : int or "auto"
-        Workers to start (auto: one per core, at most one per call; on SLURM, one per call).
+        Workers to start (auto: one per core, at most one per call; on SLURM, one worker
+        job per call, at most ``acme_xr.slurm.max-auto-workers``, default 32).
     mem_per_worker : str
-        Memory per worker, e.g. ``"4GB"`` ("auto": dask's default).
+        Memory per worker, e.g. ``"4GB"`` ("auto": dask's default; on SLURM 2GB, the
+        setting ``acme_xr.slurm.memory-per-core``). On SLURM it is the job's ``--mem``.
     setup_timeout : float
-        Seconds to wait for workers to come up.
+        Seconds to wait for the first worker to come up.
     setup_interactive : bool
         Ask at the terminal when a decision is needed (after a dry run).
     stop_client : bool or "auto"
@@ -227,6 +229,8 @@ class ParallelMap:
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(o.resume) if layout is not None else False
         logfile = self._logfile(layout)
+        if not debug:
+            self._cluster_lease().check()  # e.g. a bad partition: fail before any I/O
 
         if o.dryrun:
             report = dry_run(self.plan)
@@ -255,6 +259,13 @@ class ParallelMap:
         return self._outcome(manifest, layout, values)
 
     # -- steps ---------------------------------------------------------------------------
+    def _cluster_lease(self) -> ClusterLease:
+        if self._lease is None:
+            o = self.options
+            self._lease = ClusterLease(self.n_inputs, o.n_workers, o.mem_per_worker,
+                                       o.partition, o.setup_timeout, o.stop_client)
+        return self._lease
+
     def _logfile(self, layout: RunLayout | None) -> str | None:
         lf = self.options.logfile
         if lf is False or (lf is None and layout is None):
@@ -358,14 +369,11 @@ class ParallelMap:
                     sink.add(runner.run([i], split_values_for(self.plan, [i])))
                     sink.tick()
                 return
-            if self._lease is None:
-                o = self.options
-                self._lease = ClusterLease(self.n_inputs, o.n_workers, o.mem_per_worker,
-                                           o.partition, o.setup_timeout, o.stop_client)
-            client = self._lease.acquire()
+            lease = self._cluster_lease()
+            client = lease.acquire()
             execute(
                 client, self.plan, runner, todo, sink.add, sink.batch_failed,
-                slots=self._lease.n_worker_slots(),
+                slots=lease.n_worker_slots(),
                 batch_size=None if self.options.batch_size == "auto" else int(self.options.batch_size),
                 tick=sink.tick,
             )
