@@ -415,7 +415,6 @@ def slurm_cluster_setup(
     try:
         _wait_for_first_worker(client, cluster, partition, timeout, errors)
     except BaseException:
-        cluster.acme_remove_logs = False  # the error points to them
         client.close()
         cluster.close()
         raise
@@ -438,6 +437,7 @@ def _wait_for_first_worker(
         if time.monotonic() > deadline:
             states = _queued(cluster.job_ids())
             jobs = ", ".join(f"{j} {s}" for j, s in states.items()) or "none queued"
+            cluster.acme_remove_logs = False  # the error points to them
             raise ClusterError(
                 f"no dask worker started in SLURM partition {partition!r} within {timeout:g} s "
                 f"(jobs: {jobs}). Raise setup_timeout, choose a less busy partition, or read "

@@ -8,10 +8,12 @@ submit jobs cancels what it left behind, also when it fails.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -118,6 +120,7 @@ def negative(x: int) -> int:
 @pytest.mark.parametrize("partition", ["debug", "small"])
 def test_calls_run_in_worker_jobs_of_the_partition(tmp_path: Any, partition: str) -> None:
     before = set(all_jobs())
+    log_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "acme_xr-slurm-*")))
     out = tmp_path / "run"
     files = ParallelMap(in_slurm_job, [0, 1, 2], partition=partition, mem_per_worker="300MiB",
                         output_dir=str(out), verbose=False).compute()
@@ -126,6 +129,7 @@ def test_calls_run_in_worker_jobs_of_the_partition(tmp_path: Any, partition: str
     assert len(jobs) == 3  # n_workers="auto": one worker job per call
     assert {p for p, _ in jobs.values()} == {partition}
     assert not queued() & set(jobs)  # the run closed its cluster: no job left in squeue
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "acme_xr-slurm-*"))) <= log_dirs
     assert [os.path.basename(f) for f in files] == [f"in_slurm_job_{i}.h5" for i in range(3)]
     for i, path in enumerate(files):
         with h5py.File(path, "r") as h5:
@@ -194,10 +198,13 @@ def test_stop_client_false_keeps_the_jobs_for_the_next_run() -> None:
 def test_no_worker_within_setup_timeout_is_a_cluster_error_and_cancels_the_jobs() -> None:
     before = set(all_jobs())
     t0 = time.monotonic()
-    with pytest.raises(ClusterError, match=r"within 2 s \(jobs: \d+ PENDING \(BeginTime\)"):
+    with pytest.raises(ClusterError, match=r"within 2 s \(jobs: \d+ PENDING \(BeginTime\)") as err:
         slurm_cluster_setup("debug", n_workers=1, mem_per_worker="200MiB", timeout=2,
                             job_extra_directives=["--begin=now+3600"])
     assert time.monotonic() - t0 < 20
+    logs = str(err.value).rsplit(" ", 1)[-1]
+    assert os.path.isdir(logs)  # kept for the user, whom the message sends there
+    shutil.rmtree(logs)
     new = set(all_jobs()) - before
     assert len(new) == 1 and not queued() & new
 
