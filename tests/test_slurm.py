@@ -32,20 +32,25 @@ from .conftest import listing
 JOB_NAME = "acme_xr-worker"
 
 
-def squeue(*args: str) -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", *args], capture_output=True, text=True, check=True)
-    return [line.split() for line in out.stdout.splitlines() if line.strip()]
+def squeue(*args: str, workdir: str | None = None) -> list[list[str]]:
+    """acme_xr worker jobs submitted from ``workdir`` (default: the current directory, a
+    test's own tmp_path), so that a test sees neither other tests' jobs nor anyone else's."""
+    workdir = os.getcwd() if workdir is None else workdir
+    out = subprocess.run(["squeue", "-h", "-n", JOB_NAME, *args, "-o", "%i|%P|%T|%Z"],
+                         capture_output=True, text=True, check=True)
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.strip()]
+    return [row[:3] for row in rows if row[3] == workdir]
 
 
 def all_jobs() -> dict[str, tuple[str, str]]:
     """Job id -> (partition, state) of every job the controller still knows, finished ones
     included (MinJobAge=300 in ci/slurm.sh)."""
-    return {j: (p, s) for j, p, s in squeue("-t", "all", "-n", JOB_NAME, "-o", "%i %P %T")}
+    return {j: (p, s) for j, p, s in squeue("-t", "all")}
 
 
-def queued() -> set[str]:
-    """Ids of acme_xr worker jobs that squeue lists by default (pending, running, ending)."""
-    return {row[0] for row in squeue("-n", JOB_NAME, "-o", "%i")}
+def queued(workdir: str | None = None) -> set[str]:
+    """Ids of jobs that squeue lists by default (pending, running, ending)."""
+    return {row[0] for row in squeue(workdir=workdir)}
 
 
 def scontrol_job(job_id: str) -> str:
@@ -80,7 +85,8 @@ def _slurm_or_skip(request: pytest.FixtureRequest) -> Iterator[None]:
         if os.environ.get("ACME_XR_REQUIRE_SLURM") == "1":
             pytest.fail(f"ACME_XR_REQUIRE_SLURM=1, but {reason}", pytrace=False)
         pytest.skip(reason)
-    before = set(all_jobs())
+    workdir = os.getcwd()
+    before = queued()
     try:
         yield
     finally:
@@ -92,7 +98,7 @@ def _slurm_or_skip(request: pytest.FixtureRequest) -> Iterator[None]:
             client = None
         if client is not None and type(client.cluster).__name__ == "_AcmeSLURMCluster":
             cluster_cleanup(client)
-        left = sorted(queued() - before)
+        left = sorted(queued(workdir) - before)
         if left:
             subprocess.run(["scancel", *left], check=False)
 
