@@ -407,15 +407,22 @@ def slurm_cluster_setup(
         "job_cls": type(job_cls.__name__, (job_cls,), {"submit_errors": errors}),
     }
     kwargs.update(cluster_kwargs)
-    cluster = cluster_cls(**kwargs)
-    cluster.acme_log_directory, cluster.acme_remove_logs = log_dir, remove_logs
-    client = Client(cluster)
-    # adapt() with a fixed size, unlike scale(), submits a new job when one ends
-    cluster.adapt(minimum=n_workers, maximum=n_workers)
     try:
+        cluster = cluster_cls(**kwargs)
+    except BaseException:
+        if remove_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
+    cluster.acme_log_directory, cluster.acme_remove_logs = log_dir, remove_logs
+    client = None
+    try:
+        client = Client(cluster)
+        # adapt() with a fixed size, unlike scale(), submits a new job when one ends
+        cluster.adapt(minimum=n_workers, maximum=n_workers)
         _wait_for_first_worker(client, cluster, partition, timeout, errors)
     except BaseException:
-        client.close()
+        if client is not None:
+            client.close()
         cluster.close()
         raise
     log.info("SLURM cluster in partition %r: %d worker job(s) of %d core(s) and %s, logs in %s",
