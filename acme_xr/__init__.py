@@ -22,6 +22,7 @@ from . import errors
 from ._version import __version__
 from .cluster import cluster_cleanup, local_cluster_setup
 from .map import ParallelMap
+from .slurm import slurm_cluster_setup
 
 
 def open_results(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -45,6 +46,7 @@ __all__ = [
     "ParallelMap",
     "open_results",
     "local_cluster_setup",
+    "slurm_cluster_setup",
     "cluster_cleanup",
     "errors",
     "__version__",
