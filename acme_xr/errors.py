@@ -28,6 +28,7 @@ __all__ = [
     "ClusterError",
     "ComputeError",
     "CallTimeoutError",
+    "CallCrashedError",
     "MissingPayloadError",
     "ResultsLayoutError",
 ]
@@ -68,7 +69,35 @@ class ResumeMismatchError(InputError):
 
 
 class StorageError(AcmeXrError, OSError):
-    """A file or directory could not be created, written or read."""
+    """A file or directory could not be created, written or read.
+
+    The message names the path; ``filename`` holds it and ``errno`` the OS error number
+    when there is one (``errno.ENOSPC``: the disk is full).
+
+    Examples
+    --------
+    >>> err = StorageError("cannot write /data/f_0.h5: disk full", errno=28,
+    ...                    filename="/data/f_0.h5")
+    >>> str(err), err.errno, err.filename
+    ('cannot write /data/f_0.h5: disk full', 28, '/data/f_0.h5')
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno  # type: ignore[misc]
+        self.filename = filename
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno n] None: 'path'" once errno/filename are set
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_storage_error, (str(self), self.errno, self.filename))
+
+
+def _storage_error(message: str, errno: int | None, filename: str | None) -> StorageError:
+    return StorageError(message, errno=errno, filename=filename)
 
 
 class ResultShapeError(AcmeXrError, ValueError):
@@ -112,7 +141,19 @@ class ComputeError(AcmeXrError, RuntimeError):
 
 
 class CallTimeoutError(AcmeXrError, TimeoutError):
-    """A call ran longer than ``call_timeout`` seconds and was stopped."""
+    """A call ran longer than ``call_timeout`` seconds and was stopped.
+
+    Recorded (type and message) in the manifest for each call stopped this way; the call
+    counts as failed once its ``retries`` are used up.
+    """
+
+
+class CallCrashedError(AcmeXrError, RuntimeError):
+    """The process running a call died under it (segfault, ``os._exit``, out of memory).
+
+    Detected for calls that run in a child process (with ``call_timeout``); the call counts
+    as failed once its ``retries`` are used up, the worker itself survives.
+    """
 
 
 class MissingPayloadError(AcmeXrError, FileNotFoundError):

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["TMP_SUFFIX", "atomic_path", "write_json", "remove_stale_temporaries"]
+__all__ = ["TMP_SUFFIX", "atomic_path", "write_json", "remove_stale_temporaries", "SpaceReserve"]
 
 TMP_SUFFIX = ".acme_xr-tmp"
 
@@ -78,3 +78,49 @@ def remove_stale_temporaries(directory: str) -> int:
                     os.unlink(os.path.join(root, name))
                     removed += 1
     return removed
+
+
+class SpaceReserve:
+    """A file that holds disk space in reserve, to be given up when the disk is full.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> r = SpaceReserve(os.path.join(tempfile.mkdtemp(), ".reserve"))
+    >>> r.ensure(4096)
+    >>> r.size
+    4096
+    >>> r.release()
+    >>> r.size, os.path.exists(r.path)
+    (0, False)
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = 0
+
+    def ensure(self, nbytes: int) -> None:
+        """Grow the reserve to at least ``nbytes`` (quietly keep less when there is no room)."""
+        if nbytes <= self.size:
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)  # real blocks, not a sparse file
+            else:
+                os.lseek(fd, self.size, os.SEEK_SET)
+                os.write(fd, bytes(nbytes - self.size))
+            self.size = nbytes
+        except OSError:
+            self.size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Give the space back (remove the file)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.size = 0
