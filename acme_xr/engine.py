@@ -5,9 +5,11 @@
   the end of the run is split finely enough to keep every worker busy.
 * A few tasks per worker are kept in flight; outcomes are collected with
   :class:`distributed.as_completed` as they finish (no polling of every future).
-* A batch lost with its worker is submitted again; if a worker dies repeatedly under the
-  same batch, its calls are retried one per task, so a call that crashes its worker fails
-  alone and everything else completes.
+* A batch lost with its worker is run again by dask. If workers die repeatedly under it
+  (dask's ``KilledWorker``), its calls become suspects: each then runs alone, with nothing
+  else of the run in flight, because dask blames every task assigned to a dying worker,
+  also those only queued there. A suspect that kills its worker while alone fails (it is
+  the culprit); every other call completes.
 
 Examples
 --------
@@ -24,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +60,7 @@ class Batcher:
     def __init__(self, todo: Iterable[int], slots: int, batch_size: int | None = None) -> None:
         self._todo = deque(todo)
         self._retry: deque[tuple[list[int], int]] = deque()
+        self._suspects: deque[int] = deque()
         self.slots = max(1, slots)
         self.fixed = batch_size
         self.target = config.get_seconds("batch.target-duration")
@@ -66,7 +68,7 @@ class Batcher:
         self.per_call: float | None = None
 
     def __len__(self) -> int:
-        return len(self._todo) + sum(len(b) for b, _ in self._retry)
+        return len(self._todo) + sum(len(b) for b, _ in self._retry) + len(self._suspects)
 
     def observe(self, n_calls: int, seconds: float) -> None:
         """Feed back how long a finished batch of ``n_calls`` took on its worker."""
@@ -82,6 +84,18 @@ class Batcher:
             self._retry.extend(([i], tries) for i in indices)
         else:
             self._retry.append((list(indices), tries))
+
+    def suspect(self, indices: Sequence[int]) -> None:
+        """Queue calls that were on workers that died, to be run one at a time, alone."""
+        self._suspects.extend(indices)
+
+    def take_suspect(self) -> int | None:
+        """The next suspect call, or None."""
+        return self._suspects.popleft() if self._suspects else None
+
+    @property
+    def has_suspects(self) -> bool:
+        return bool(self._suspects)
 
     def take(self) -> tuple[list[int], int] | None:
         """The next batch and how often it was lost before, or None when all is handed out."""
@@ -174,29 +188,38 @@ def execute(
     split = plan.split_arguments
     batcher = Batcher(todo, slots=slots, batch_size=batch_size)
     in_flight = max(2, int(config.get("batch.in-flight-per-worker")) * slots)
-    pending: dict[Any, tuple[list[int], int]] = {}
+    # future -> (calls, times resubmitted, runs alone)
+    pending: dict[Any, tuple[list[int], int, bool]] = {}
     ac = as_completed()
 
-    def submit(indices: list[int], tries: int = 0) -> None:
+    def submit(indices: list[int], tries: int = 0, alone: bool = False) -> None:
         chunk = Chunk(indices, [tuple(a.at(i) for a in split) for i in indices])
         fut = client.submit(
             _run_chunk, runner_future, chunk, pure=False,
             key=f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}",
         )
-        pending[fut] = (indices, tries)
+        pending[fut] = (indices, tries, alone)
         ac.add(fut)
 
     def fill() -> None:
+        if any(alone for _, _, alone in pending.values()):
+            return
+        if batcher.has_suspects:
+            if not pending:  # the run's other tasks are done: the suspect runs alone
+                submit([batcher.take_suspect()], alone=True)  # type: ignore[list-item]
+            return
         while len(pending) < in_flight:
             batch = batcher.take()
             if batch is None:
                 return
             submit(*batch)
 
+    current: list[Any] = []  # the future being handled (no longer in pending)
     try:
         fill()
         for fut in ac:
-            indices, tries = pending.pop(fut)
+            current[:] = [fut]
+            indices, tries, alone = pending.pop(fut)
             if fut.status == "finished":
                 result: BatchResult = fut.result()
                 ran = sum(1 for a in result.attempts if a > 0)
@@ -209,12 +232,15 @@ def execute(
                 except Exception as err:  # cancelled: no exception object to fetch
                     exc = err
                 killed = _is_lost_worker(exc)
-                if killed and len(indices) > 1:
-                    # dask already re-ran it on fresh workers several times: isolate the
-                    # call that kills its worker by running each call on its own
-                    log.warning("workers died under the batch of calls %s...; running its "
-                                "calls one by one", indices[:5])
-                    batcher.put_back(indices, tries + 1, one_by_one=True)
+                if killed and alone:
+                    on_batch_error(indices, exc)  # nothing else ran: this call kills workers
+                elif killed:
+                    # dask already re-ran it on fresh workers: the culprit is one of these
+                    # calls, or another one on the same worker
+                    log.warning("workers died while calls %s%s were assigned to them; running "
+                                "each of them alone", indices[:5], "..." if len(indices) > 5
+                                else "")
+                    batcher.suspect(indices)
                 elif not killed and tries < _MAX_RESUBMITS and fut.status != "error":
                     log.warning("batch of calls %s... was %s; running it again",
                                 indices[:5], fut.status)
@@ -222,13 +248,30 @@ def execute(
                 else:
                     on_batch_error(indices, exc)
             fut.release()
+            current.clear()
             fill()
             if tick is not None:
                 tick()
     except BaseException:
-        futures = list(pending)
+        # the traceback keeps these futures alive: cancel them, or a user's own cluster
+        # would keep running (and holding the results of) this run's tasks
+        futures = list(pending) + current
+        ac.clear()
         if futures:
             client.cancel(futures, force=True)
         raise
     finally:
         runner_future.release()
+        if runner.call_timeout is not None:
+            _close_call_hosts(client, runner.token)
+
+
+def _close_call_hosts(client: Any, token: str) -> None:
+    """End the call_timeout child processes of this run on every worker (a user's own
+    cluster lives on; workers that were killed took theirs with them)."""
+    from .callhost import close_pools
+
+    try:
+        client.run(close_pools, token, wait=False)
+    except Exception as exc:  # a closing cluster must not hide the run's outcome
+        log.debug("could not close the call processes of run %s: %s", token, exc)

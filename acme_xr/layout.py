@@ -29,7 +29,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import InputError, RunExistsError, StorageError
+from .errors import (
+    InputError,
+    ResultShapeError,
+    ResumeMismatchError,
+    RunExistsError,
+    StorageError,
+)
 from .manifest import DONE, MANIFEST_NAME, Manifest
 from .options import Options
 from .storage import hdf5
@@ -125,6 +131,9 @@ class RunLayout:
         ------
         RunExistsError
             The directory holds files and ``resume`` is False.
+        ResumeMismatchError
+            ``resume`` is True but the directory holds files and no manifest: it is not a
+            run acme_xr can continue.
         StorageError
             The directory (or its parent) is not a writable directory.
         """
@@ -139,9 +148,15 @@ class RunLayout:
                     "acme_xr never overwrites results. Pass resume=True to finish that run, or "
                     "choose a new output_dir"
                 )
+            if entries and not os.path.exists(self.manifest):
+                raise ResumeMismatchError(
+                    f"cannot resume {out}: it holds {len(entries)} files (e.g. "
+                    f"{sorted(entries)[0]!r}) but no {os.path.basename(self.manifest)}, so it "
+                    "is not an acme_xr run; choose a new or empty output_dir"
+                )
             if not os.access(out, os.W_OK | os.X_OK):
                 raise StorageError(f"output_dir {out} is not writable: choose another path")
-            return bool(entries) and os.path.exists(self.manifest)
+            return bool(entries)
         base = _nearest_existing(os.path.dirname(out))
         if not os.path.isdir(base) or not os.access(base, os.W_OK | os.X_OK):
             raise StorageError(
@@ -166,22 +181,58 @@ class RunLayout:
         return self.payload(i, "pickle" if manifest.fmt[i] == "pickle" else "h5")
 
     def finalize(self, manifest: Manifest) -> str | None:
-        """Write the container (or the single file) for the calls done; return its path."""
+        """Write the container (or the single file) for the calls done; return its path.
+
+        Raises
+        ------
+        ResultShapeError
+            The results cannot be stacked as ``result_shape``/``result_dtype`` ask (HDF5
+            has no conversion, e.g. from integers to complex numbers); the container is
+            then written with its links only.
+        """
         if self.mode == "pickle":
             return None
         done = [int(i) for i in manifest.indices(DONE) if manifest.fmt[i] == "h5"]
         assert self.container is not None
         virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
-        if self.mode == "hdf5":
-            rel = [(i, os.path.basename(self.payload(i))) for i in done]
-            hdf5.write_container(self.container, rel, n_calls=manifest.n_inputs, virtual=virtual)
-        else:
-            self._merge_single_file(manifest, done)
+        try:
+            if self.mode == "hdf5":
+                rel = [(i, os.path.basename(self.payload(i))) for i in done]
+                try:
+                    hdf5.write_container(self.container, rel, n_calls=manifest.n_inputs,
+                                         virtual=virtual)
+                except (ValueError, TypeError):
+                    hdf5.write_container(self.container, rel, n_calls=manifest.n_inputs)
+                    raise
+            else:
+                self._merge_single_file(manifest, done)
+        except (ValueError, TypeError) as exc:
+            rec = manifest.variables.get("result_0")
+            raise ResultShapeError(
+                f"cannot stack result_0 (dtype {rec.dtype if rec else '?'}) into "
+                f"result_shape={self.result_shape} with result_dtype={self.result_dtype} in "
+                f"{self.container}: {exc}. Every payload is complete; run again with a "
+                "result_dtype the results convert to (for example their own dtype)"
+            ) from exc
         return self.container
 
     def _merge_single_file(self, manifest: Manifest, done: list[int]) -> None:
-        """Copy every per-call file into ``<func>.h5``, then remove the per-call files."""
+        """Copy every per-call file into ``<func>.h5``, then remove the per-call files.
+
+        Calls merged by an earlier (interrupted, then resumed) compute have no per-call
+        file any more: they are copied from the previous ``<func>.h5``.
+        """
         axis = None if self.result_shape is None else self.result_shape.index(None)
+        assert self.container is not None
+        with contextlib.ExitStack() as stack:
+            old = None
+            if os.path.exists(self.container):
+                old = stack.enter_context(h5py.File(self.container, "r"))
+            self._merge_into(manifest, done, axis, old)
+        shutil.rmtree(self.payload_dir, ignore_errors=True)
+
+    def _merge_into(self, manifest: Manifest, done: list[int], axis: int | None,
+                    old: h5py.File | None) -> None:
         with atomic_path(self.container) as tmp:  # type: ignore[arg-type]
             with h5py.File(tmp, "w") as dst:
                 stacked = None
@@ -195,6 +246,15 @@ class RunLayout:
                     stacked = dst.create_dataset("result_0", shape=tuple(shape),
                                                  dtype=self.result_dtype, fillvalue=fill)
                 for i in done:
+                    if not os.path.exists(self.payload(i)) and old is not None:
+                        hdf5.write_variables(dst.create_group(f"comp_{i}"),
+                                             hdf5.read_variables(old[f"comp_{i}"]))
+                        if stacked is not None:
+                            prev = old["result_0"][(slice(None),) * axis + (i,)]  # type: ignore[operator]
+                            where: list[slice | int] = [slice(0, n) for n in prev.shape]
+                            where.insert(axis, i)  # type: ignore[arg-type]
+                            stacked[tuple(where)] = prev
+                        continue
                     with h5py.File(self.payload(i), "r") as src:
                         variables = hdf5.read_variables(src)
                     if stacked is not None:
@@ -204,7 +264,6 @@ class RunLayout:
                         stacked[tuple(sel)] = first.data
                         variables = [v for v in variables if v.name != "result_0"]
                     hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
-        shutil.rmtree(self.payload_dir, ignore_errors=True)
 
 
 def remove_old_runs(directory: str, older_than_days: int) -> list[str]:

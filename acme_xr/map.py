@@ -5,29 +5,31 @@ See :class:`ParallelMap` for an example.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
+import signal
+import threading
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from . import config
 from ._version import __version__
 from .cluster import ClusterLease
+from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
-from .errors import ComputeError, InputTypeError, ResumeMismatchError, StorageError
+from .errors import InputTypeError, ResultShapeError, ResumeMismatchError, StorageError
 from .inputs import distribute, func_fingerprint, inputs_fingerprint
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
 from .runlog import run_logging
 from .storage.atomic import remove_stale_temporaries
-from .worker import BatchResult, Runner, WriteSpec, split_values_for
+from .worker import Runner, WriteSpec, split_values_for
 
 __all__ = ["ParallelMap"]
 
@@ -94,11 +96,18 @@ class ParallelMap:
     storage : {"hdf5", "zarr"}
         Payload format (``"zarr"``: one store ``<func>.zarr`` for all calls).
     retries : int
-        Run a call that raises up to this many more times before it counts as failed.
+        Run a call that raises (or times out) up to this many more times before it counts
+        as failed. The manifest records each call's number of attempts.
     call_timeout : float, optional
-        Stop a call after this many seconds (it counts as failed).
+        Stop a call that runs longer than this many seconds (running the function and
+        writing its results); it counts as failed with ``CallTimeoutError`` (or is retried).
+        The calls then run in a child process of each worker, which is killed on timeout,
+        so even a call stuck in C code stops. Not applied with ``compute(debug=True)``.
     resume : bool
-        Continue the run in ``output_dir``: only calls without a valid payload run.
+        Continue the run in ``output_dir``: only calls without a valid payload run. The
+        function, the inputs and the storage options must be those of the recorded run
+        (else ``ResumeMismatchError``). Without it, an ``output_dir`` that holds files is
+        refused (``RunExistsError``).
     batch_size : int or "auto"
         Calls per dask task ("auto": sized so that a task runs ~0.2 s).
 
@@ -108,6 +117,9 @@ class ParallelMap:
         Number of calls.
     results_container : str or None
         The results container file after :meth:`compute`.
+    results : list or numpy.ndarray or None
+        What :meth:`compute` returned; after a :class:`~acme_xr.errors.ComputeError`, the
+        results of the calls that succeeded (None at the failed ones).
     output_dir : str or None
         The run directory after :meth:`compute` (None in memory mode).
 
@@ -179,6 +191,7 @@ class ParallelMap:
         self.func = func
         self.n_inputs = self.plan.n_inputs
         self.results_container: str | None = None
+        self.results: Any = None
         self.output_dir: str | None = None
         self.manifest: Manifest | None = None
         self.logfile: str | None = None
@@ -221,13 +234,24 @@ class ParallelMap:
         Raises
         ------
         ComputeError
-            Some calls failed; every other call ran and was kept.
+            Some calls failed; every other call ran and was kept (see ``.results``).
+        StorageError
+            The output directory cannot be created or written, or the disk filled up: the
+            message names the path; the calls that finished are kept and recorded.
+        RunExistsError, ResumeMismatchError
+            ``output_dir`` holds another run (and ``resume`` is False / does not fit).
+        KeyboardInterrupt
+            After a Ctrl-C: pending calls are cancelled, a cluster acme_xr started is
+            closed, finished payloads are kept and the manifest (state ``"interrupted"``)
+            says which calls completed; ``resume=True`` finishes the run.
         """
         if not isinstance(debug, bool):
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
         o = self.options
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(o.resume) if layout is not None else False
+        # refuse a run that does not fit the one to resume before any I/O
+        previous = self._previous_run(layout) if layout is not None and resuming else None
         logfile = self._logfile(layout)
         if not debug:
             self._cluster_lease().check()  # e.g. a bad partition: fail before any I/O
@@ -246,17 +270,29 @@ class ParallelMap:
             self.output_dir = layout.output_dir
         self.logfile = logfile
         with run_logging(logfile, o.verbose):
-            manifest = self._open_manifest(layout, resuming)
+            manifest = self._open_manifest(layout, previous)
+            writer = None
+            if layout is not None:
+                writer = ManifestWriter(manifest, layout.output_dir)
+                writer.write()
             values: list[Any] | None = None if layout is not None else [None] * self.n_inputs
             try:
-                self._run(manifest, layout, values, debug)
-                manifest.state = "failed" if manifest.counts["failed"] else "complete"
-            except BaseException:
+                self._run(manifest, writer, layout, values, debug)
+            except BaseException as exc:
+                # Ctrl-C, a full disk, a lost cluster: keep what finished, then re-raise
                 manifest.state = "interrupted"
+                manifest.header["interruption"] = {
+                    "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix(
+                        "builtins."),
+                    "message": str(exc),
+                }
+                with _deferred_interrupts():
+                    self._finish(manifest, writer, layout, interrupted=True)
                 raise
-            finally:
-                self._finish(manifest, layout)
-        return self._outcome(manifest, layout, values)
+            manifest.state = "failed" if manifest.counts["failed"] else "complete"
+            with _deferred_interrupts():
+                problems = self._finish(manifest, writer, layout, interrupted=False)
+        return self._outcome(manifest, layout, values, problems)
 
     # -- steps ---------------------------------------------------------------------------
     def _cluster_lease(self) -> ClusterLease:
@@ -293,10 +329,7 @@ class ParallelMap:
                 "qualname": getattr(self.func, "__qualname__", None),
                 "module": getattr(self.func, "__module__", None),
             },
-            "fingerprint": {
-                "func": func_fingerprint(self.func),
-                "inputs": inputs_fingerprint(self.plan),
-            },
+            "fingerprint": self._fingerprint(),
             "storage": layout.mode if layout is not None else "memory",
             **(layout.locations() if layout is not None else {}),
             "result_shape": None if o.result_shape is None else [
@@ -307,34 +340,36 @@ class ParallelMap:
             "options": {"retries": o.retries, "call_timeout": o.call_timeout},
         }
 
-    def _open_manifest(self, layout: RunLayout | None, resuming: bool) -> Manifest:
+    def _fingerprint(self) -> dict[str, str]:
+        # hashing every argument value costs time with big arrays: once per ParallelMap
+        if getattr(self, "_fingerprints", None) is None:
+            self._fingerprints = {"func": func_fingerprint(self.func),
+                                  "inputs": inputs_fingerprint(self.plan)}
+        return dict(self._fingerprints)
+
+    def _previous_run(self, layout: RunLayout) -> Manifest:
+        """The manifest of the run to resume, checked against this one."""
+        manifest = Manifest.read(layout.output_dir)
+        _check_resumable(manifest, self._header(layout), self.n_inputs, layout.output_dir)
+        return manifest
+
+    def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
         header = self._header(layout)
         if layout is None:
             return Manifest.new(self.n_inputs, header)
-        if resuming:
-            manifest = Manifest.read(layout.output_dir)
-            theirs, ours = manifest.header.get("fingerprint", {}), header["fingerprint"]
-            differs = [k for k in ("func", "inputs") if theirs.get(k) != ours[k]]
-            if differs or manifest.n_inputs != self.n_inputs:
-                what = " and ".join(
-                    {"func": "the function", "inputs": "the inputs"}[k] for k in differs
-                ) or "the number of calls"
-                raise ResumeMismatchError(
-                    f"cannot resume {layout.output_dir}: {what} differ(s) from the recorded run "
-                    f"of {manifest.header.get('func', {}).get('name')!r}. Resume with the same "
-                    "function and arguments, or start a new run in another output_dir"
-                )
+        if previous is not None:
+            manifest = previous
             for i in manifest.indices(DONE):
                 path = layout.file_of(manifest, int(i))
                 if path is None or not os.path.exists(path):
                     manifest.forget(int(i))
             manifest.state = "running"
+            manifest.header.pop("interruption", None)
             log.info("resuming %s: %d of %d calls already done", layout.output_dir,
                      manifest.counts["done"], self.n_inputs)
         else:
             manifest = Manifest.new(self.n_inputs, header)
         self.manifest = manifest
-        manifest.write(layout.output_dir)
         return manifest
 
     def _runner(self, layout: RunLayout | None) -> Runner:
@@ -348,23 +383,24 @@ class ParallelMap:
                 stem=self.stem,
                 result_shape=o.result_shape,
             )
-        return Runner.from_plan(self.plan, spec, retries=o.retries)
+        return Runner.from_plan(self.plan, spec, retries=o.retries, call_timeout=o.call_timeout)
 
     def _run(
-        self, manifest: Manifest, layout: RunLayout | None, values: list[Any] | None, debug: bool
+        self, manifest: Manifest, writer: ManifestWriter | None, layout: RunLayout | None,
+        values: list[Any] | None, debug: bool,
     ) -> None:
         todo = [int(i) for i in np.flatnonzero(manifest.status != DONE)]
         if not todo:
             log.info("nothing to run: all %d calls are done", self.n_inputs)
             return
         runner = self._runner(layout)
-        sink = _Collector(manifest, values, layout, len(todo), self.options.verbose)
+        sink = Collector(manifest, values, writer, len(todo), self.options.verbose)
         log.info("running %d calls of %s%s", len(todo), self.stem,
                  f", results in {layout.output_dir}" if layout else "")
         t0 = time.perf_counter()
         try:
             if debug:
-                runner.reraise = True
+                runner.reraise = True  # and no call_timeout: a debugger may take its time
                 for i in todo:
                     sink.add(runner.run([i], split_values_for(self.plan, [i])))
                     sink.tick()
@@ -383,17 +419,46 @@ class ParallelMap:
             log.info("%d calls done, %d failed, %d not run, in %.2f s", counts["done"],
                      counts["failed"], counts["pending"], time.perf_counter() - t0)
 
-    def _finish(self, manifest: Manifest, layout: RunLayout | None) -> None:
-        try:
-            if layout is not None:
-                self.results_container = layout.finalize(manifest)
-                remove_stale_temporaries(layout.output_dir)
-                manifest.write(layout.output_dir)
-        finally:
-            if self._lease is not None:
-                self._lease.release()
+    def _finish(self, manifest: Manifest, writer: ManifestWriter | None,
+                layout: RunLayout | None, interrupted: bool) -> list[Exception]:
+        """Stop the cluster (as stop_client says), then leave a consistent run directory:
+        no temporary files, the container of the calls done, the final manifest.
 
-    def _outcome(self, manifest: Manifest, layout: RunLayout | None, values: list[Any] | None) -> Any:
+        Nothing here raises: problems (the container or the manifest could not be written)
+        are logged and returned, so that an exception on its way (Ctrl-C) reaches the user.
+        """
+        if self._lease is not None:
+            self._lease.release()  # first, so that no worker of ours writes any more
+        problems: list[Exception] = []
+        if layout is None or writer is None:
+            return problems
+        try:
+            if interrupted:
+                adopted = adopt_payloads(manifest, self._runner(layout).spec)
+                if adopted:
+                    log.info("%d calls finished after their outcome was last reported; "
+                             "recorded as done", adopted)
+            remove_stale_temporaries(layout.output_dir)
+            self.results_container = layout.finalize(manifest)
+        except ResultShapeError as exc:
+            self.results_container = layout.container
+            problems.append(exc)
+        except OSError as exc:
+            problems.append(exc if isinstance(exc, StorageError) else StorageError(
+                f"cannot write the results container {layout.container}: {exc}",
+                errno=exc.errno, filename=layout.container))
+        try:
+            writer.write()
+        except StorageError as exc:
+            problems.append(exc)
+        finally:
+            writer.close()
+        for problem in problems:
+            log.error("while %s the run: %s", "stopping" if interrupted else "finishing", problem)
+        return problems
+
+    def _outcome(self, manifest: Manifest, layout: RunLayout | None, values: list[Any] | None,
+                 problems: list[Exception]) -> Any:
         if layout is not None:
             if layout.mode == "single_file":
                 results: list[Any] = [layout.container]
@@ -404,120 +469,64 @@ class ParallelMap:
             results = values
         failed = manifest.indices(FAILED)
         if len(failed):
-            raise _compute_error(manifest, layout, results, self.logfile)
+            error = compute_error(manifest, layout, results, self.logfile)
+            self.results = error.results
+            raise error
+        if problems:
+            self.results = results
+            raise problems[0]
         if layout is None and self.options.result_shape is not None:
-            return _stack(values, self.options.result_shape, self.options.result_dtype)  # type: ignore[arg-type]
+            results = stack(values, self.options.result_shape, self.options.result_dtype)  # type: ignore[arg-type]
+        self.results = results
         return results
 
 
-class _Collector:
-    """Receives batch outcomes on the client: manifest, values, progress, periodic flush."""
-
-    def __init__(self, manifest: Manifest, values: list[Any] | None, layout: RunLayout | None,
-                 total: int, verbose: bool | None) -> None:
-        from tqdm.auto import tqdm
-
-        self.manifest = manifest
-        self.values = values
-        self.layout = layout
-        self.pickled: list[str] = []
-        self.flush_every = config.get_seconds("manifest.flush-interval")
-        self.last_flush = time.monotonic()
-        self.bar = tqdm(total=total, unit="call", delay=config.get_seconds("progress.delay"),
-                        disable=verbose is False, leave=False)
-
-    def add(self, result: BatchResult) -> None:
-        m = self.manifest
-        idx = np.asarray(result.indices)
-        m.duration[idx] = result.duration
-        m.attempts[idx] = result.attempts
-        m.coord_templates.update(result.templates)
-        for k, i in enumerate(result.indices):
-            if result.status[k] == 1:
-                m.record_done(i, result.fmt[k], result.meta[k], result.host)
-                if self.values is not None and result.values is not None:
-                    self.values[i] = result.values[k]
-            else:
-                m.record_failed(i, result.errors[i], result.host)
-                err = result.errors[i]
-                log.error("call %d failed after %d attempt(s): %s: %s", i, err["attempts"],
-                          err["type"], err["message"])
-        if result.warnings:
-            self.pickled.extend(result.warnings)
-        self.bar.update(len(result.indices))
-
-    def batch_failed(self, indices: list[int], exc: BaseException) -> None:
-        """A whole batch failed outside the user function (worker crash, unpicklable func)."""
-        import traceback
-
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        kind = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
-        for i in indices:
-            self.manifest.record_failed(
-                i, {"type": kind, "message": str(exc), "traceback": tb, "attempts": 1}, None)
-        log.error("calls %s failed as a whole: %s: %s", indices[:10], kind, exc)
-        self.bar.update(len(indices))
-
-    def tick(self) -> None:
-        if self.layout is None or time.monotonic() - self.last_flush < self.flush_every:
-            return
-        t0 = time.monotonic()
-        self.manifest.write(self.layout.output_dir)
-        # never spend more than ~10% of the client's time on flushing
-        self.flush_every = max(self.flush_every, 10 * (time.monotonic() - t0))
-        self.last_flush = time.monotonic()
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.pickled:
-            warnings.warn(
-                f"{len(self.pickled)} call(s) returned values HDF5 cannot hold and were pickled "
-                f"instead (<func>_<i>.pickle); first: {self.pickled[0]}",
-                UserWarning,
-                stacklevel=4,
-            )
+def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
+                     output_dir: str) -> None:
+    """Refuse to resume a run recorded with another function, inputs or layout."""
+    theirs, ours = manifest.header.get("fingerprint", {}), header["fingerprint"]
+    what = [name for key, name in (("func", "the function"), ("inputs", "the inputs"))
+            if theirs.get(key) != ours[key]]
+    if manifest.n_inputs != n_inputs:
+        what.append(f"the number of calls ({manifest.n_inputs} recorded, {n_inputs} now)")
+    for key in ("storage", "payload", "result_shape", "result_dtype"):
+        if manifest.header.get(key) != header.get(key):
+            what.append(f"{key} ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
+    if what:
+        raise ResumeMismatchError(
+            f"cannot resume {output_dir}: {', '.join(what)} differ from the recorded run of "
+            f"{manifest.header.get('func', {}).get('name')!r}. Resume with the same function, "
+            "arguments and options, or start a new run in another output_dir"
+        )
 
 
-def _compute_error(manifest: Manifest, layout: RunLayout | None, results: list[Any],
-                   logfile: str | None) -> ComputeError:
-    failed = [int(i) for i in manifest.indices(FAILED)]
-    errors = {i: manifest.errors.get(i, {}) for i in failed}
-    listing = "\n".join(
-        f"  call {i}: {e.get('type')}: {e.get('message')}" for i, e in list(errors.items())[:20]
-    )
-    if len(failed) > 20:
-        listing += f"\n  ... and {len(failed) - 20} more"
-    first = errors[failed[0]].get("traceback", "")
-    where = []
-    if layout is not None:
-        where.append(f"manifest {layout.manifest}")
-    if logfile:
-        where.append(f"log {logfile}")
-    kept = int((manifest.status == DONE).sum())
-    message = (
-        f"{len(failed)} of {manifest.n_inputs} calls failed ({kept} succeeded and were kept):\n"
-        f"{listing}\nFirst remote traceback (call {failed[0]}):\n{first}"
-        + (f"All errors are recorded in the {' and the '.join(where)}." if where else
-           "The successful results are in this error's .results attribute.")
-    )
-    results = [None if manifest.status[i] != DONE else r for i, r in enumerate(results)]
-    return ComputeError(message, failed=errors, results=results,
-                        manifest=layout.manifest if layout else None, logfile=logfile)
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    """Let the run's files be finished before a Ctrl-C takes effect.
 
+    A first Ctrl-C while the block runs is held back and raised after it; a second one
+    interrupts at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler not installed from Python: leave it alone
+        yield
+        return
+    held: list[int] = []
 
-def _stack(values: list[Any], result_shape: tuple[Any, ...], dtype: np.dtype) -> Any:
-    """Memory mode with result_shape: stack result_0 along the None axis."""
-    axis = result_shape.index(None)
-    shape = [len(values) if s is None else int(s) for s in result_shape]
-    out = np.empty(shape, dtype=dtype)
-    extra: list[list[Any]] = []
-    for i, value in enumerate(values):
-        parts = value if isinstance(value, tuple) else (value,)
-        index: list[Any] = [slice(None)] * len(shape)
-        index[axis] = i
-        out[tuple(index)] = parts[0]
-        for k, part in enumerate(parts[1:]):
-            if len(extra) <= k:
-                extra.append([None] * len(values))
-            extra[k][i] = part
-    return out if not extra else [out, *extra]
+    def hold(signum: int, frame: Any) -> None:
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+        log.warning("stopping the cluster and saving the run's files; press Ctrl-C again "
+                    "to abandon that")
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt

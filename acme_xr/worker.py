@@ -5,6 +5,11 @@ In disk mode the arrays never travel back to the client: only status, shapes, dt
 durations and error texts do. A call whose payload already exists (the batch ran before on
 a worker that died, or the run is resumed) is not run again.
 
+A call that raises is run again up to ``retries`` times. With ``call_timeout`` the calls run
+in a child process that is killed when a call takes too long (see :mod:`acme_xr.callhost`).
+A payload that cannot be written because the disk is full or read-only stops the batch: the
+calls after it stay pending and the client ends the run with a :class:`StorageError`.
+
 Examples
 --------
 >>> from acme_xr.inputs import distribute
@@ -16,28 +21,35 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h5py
 import numpy as np
 
-from .errors import ResultShapeError
+from .errors import ResultShapeError, StorageError
 from .inputs import CallPlan
 from .manifest import var_meta
 from .storage import hdf5, pickled
 from .storage.values import NotStorable, Variable, to_variables
 
-__all__ = ["WriteSpec", "Runner", "BatchResult", "run_batch", "split_values_for"]
+__all__ = ["WriteSpec", "Runner", "BatchResult", "Attempt", "run_batch", "split_values_for",
+           "storage_error", "NOT_RUN", "OK", "FAILED"]
 
 _MAX_TRACEBACK = 16_000
 
-OK, FAILED = 1, 2
+NOT_RUN, OK, FAILED = 0, 1, 2
+
+# errno values after which no other payload can be written either: stop the run
+_DISK_FULL = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,11 @@ class WriteSpec:
 
 @dataclass
 class BatchResult:
-    """Outcome of a batch, column-wise (one entry per call in ``indices``)."""
+    """Outcome of a batch, column-wise (one entry per call in ``indices``).
+
+    ``status`` is :data:`OK`, :data:`FAILED` or :data:`NOT_RUN` (the batch stopped before
+    the call, see ``stopped``). ``attempts`` is 0 for a call whose payload was found on disk.
+    """
 
     indices: list[int]
     status: list[int] = field(default_factory=list)
@@ -81,27 +97,70 @@ class BatchResult:
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # call -> "type: message" of each failed attempt before the last one
+    retried: dict[int, list[str]] = field(default_factory=dict)
+    # error record (with "path") of a write that makes every further write fail
+    stopped: dict[str, Any] | None = None
     host: str = ""
     elapsed: float = 0.0
 
+    def add(self, status: int, duration: float, attempts: int, fmt: str | None = None,
+            meta: Any = None, value: Any = None) -> None:
+        self.status.append(status)
+        self.duration.append(duration)
+        self.attempts.append(attempts)
+        self.fmt.append(fmt)
+        self.meta.append(meta)
+        if self.values is not None:
+            self.values.append(value)
 
-def _error_record(exc: BaseException, attempts: int) -> dict[str, Any]:
+
+@dataclass
+class Attempt:
+    """One attempt at one call: what came out, or the error record of what went wrong."""
+
+    ok: bool
+    seconds: float
+    fmt: str | None = None
+    meta: Any = None
+    value: Any = None
+    error: dict[str, Any] | None = None
+    # the run cannot go on (no payload can be written any more)
+    fatal: bool = False
+
+    @classmethod
+    def failed(cls, exc: BaseException, seconds: float, fatal: bool = False) -> Attempt:
+        return cls(False, seconds, error=error_record(exc), fatal=fatal)
+
+
+def error_record(exc: BaseException, attempts: int = 1) -> dict[str, Any]:
+    """``{"type", "message", "traceback", "attempts"}`` of an exception, as JSON types."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if len(tb) > _MAX_TRACEBACK:
         tb = tb[: _MAX_TRACEBACK // 2] + "\n[...]\n" + tb[-_MAX_TRACEBACK // 2 :]
-    return {
+    record = {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
         "message": str(exc),
         "traceback": tb,
         "attempts": attempts,
     }
+    if isinstance(exc, StorageError) and exc.filename:
+        record["path"] = exc.filename
+        record["errno"] = exc.errno
+    return record
+
+
+def storage_error(path: str, exc: OSError) -> StorageError:
+    """A :class:`StorageError` naming ``path`` (not the temporary name) and the OS reason."""
+    reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+    return StorageError(f"cannot write {path}: {reason}", errno=exc.errno, filename=path)
 
 
 def _check_shape(spec: tuple[float | None, ...], variables: Sequence[Variable]) -> None:
     expected = [s for s in spec if s is not None]
     first = variables[0].data.shape
     fits = len(first) == len(expected) and all(
-        np.isinf(e) or int(e) == n for e, n in zip(expected, first)
+        np.isinf(e) or int(e) == n for e, n in zip(expected, first, strict=True)
     )
     if not fits:
         want = tuple("any" if np.isinf(e) else int(e) for e in expected)
@@ -119,6 +178,29 @@ def _describe(variables: Sequence[Variable], templates: dict[str, dict[str, Any]
     )
 
 
+def existing_payload(spec: WriteSpec, i: int,
+                     templates: dict[str, dict[str, Any]]) -> tuple[str, Any] | None:
+    """(format, meta) of a valid payload call ``i`` already has on disk, else ``None``.
+
+    Payloads are renamed into place only once complete, so an existing file is a whole
+    one; an HDF5 file that cannot be read anyway (damaged later) counts as missing, and
+    the call's next run replaces it.
+    """
+    if spec.mode not in ("hdf5", "pickle"):
+        return None
+    h5 = spec.payload(i, "h5")
+    if spec.mode == "hdf5" and os.path.exists(h5):
+        try:
+            with h5py.File(h5, "r") as fh:
+                return "h5", hdf5.scan_group(fh, templates)
+        except (OSError, KeyError, ValueError):
+            return None
+    pk = spec.payload(i, "pickle")
+    if os.path.exists(pk) and os.path.getsize(pk) > 0:
+        return "pickle", None
+    return None
+
+
 @dataclass
 class Runner:
     """The user function plus everything every call shares; shipped once per worker.
@@ -133,11 +215,21 @@ class Runner:
     task_id: bool
     spec: WriteSpec
     retries: int = 0
+    call_timeout: float | None = None
     # debug mode: let the user's exception propagate instead of recording it
     reraise: bool = False
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # the child processes of call_timeout on this worker (never pickled)
+    _pool: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
 
     @classmethod
-    def from_plan(cls, plan: CallPlan, spec: WriteSpec, retries: int = 0) -> Runner:
+    def from_plan(cls, plan: CallPlan, spec: WriteSpec, retries: int = 0,
+                  call_timeout: float | None = None) -> Runner:
         order = {id(a): k for k, a in enumerate(plan.split_arguments)}
 
         def slot(a: Any) -> tuple[bool, Any]:
@@ -150,6 +242,7 @@ class Runner:
             task_id=plan.task_id,
             spec=spec,
             retries=retries,
+            call_timeout=call_timeout,
         )
 
     def arguments(self, i: int, split: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -159,42 +252,72 @@ class Runner:
             kwargs["taskID"] = i
         return args, kwargs
 
-    def existing(self, i: int) -> tuple[str, Any] | None:
-        """(format, meta) of a payload call ``i`` already has on disk, else ``None``."""
-        spec = self.spec
-        if spec.mode not in ("hdf5", "pickle"):
-            return None
-        h5 = spec.payload(i, "h5")
-        if spec.mode == "hdf5" and os.path.exists(h5):
-            try:
-                described = hdf5.describe_payload(h5)
-            except OSError:
-                return None  # unreadable: run the call again, the new file replaces it
-            return "h5", tuple((n, s, d, dims, None, None) for n, s, d, dims in described)
-        if os.path.exists(spec.payload(i, "pickle")):
-            return "pickle", None
-        return None
-
     def store(self, i: int, result: Any, out: BatchResult) -> tuple[str | None, Any]:
-        """Write call ``i``'s result; return (format, meta)."""
+        """Write call ``i``'s result; return (format, meta).
+
+        Raises
+        ------
+        StorageError
+            The payload could not be written (the message names its path).
+        """
         spec = self.spec
         if spec.mode == "memory":
             if spec.result_shape is not None:
                 _check_shape(spec.result_shape, to_variables(result))
             return "memory", None
         if spec.mode == "pickle":
-            pickled.write_pickle(spec.payload(i, "pickle"), result)
+            self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
             return "pickle", None
         try:
             variables = to_variables(result)
             if spec.result_shape is not None:
                 _check_shape(spec.result_shape, variables)
-            hdf5.write_payload(spec.payload(i, "h5"), variables)
+            self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
             return "h5", _describe(variables, out.templates)
         except (NotStorable, TypeError) as exc:
-            pickled.write_pickle(spec.payload(i, "pickle"), result)
+            self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
             out.warnings.append(f"call {i}: {exc}")
             return "pickle", None
+
+    @staticmethod
+    def _write(writer: Callable[[str, Any], None], path: str, value: Any) -> None:
+        try:
+            writer(path, value)
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise storage_error(path, exc) from exc
+
+    def attempt(self, i: int, split: Sequence[Any], out: BatchResult) -> Attempt:
+        """Run call ``i`` once, here, and store its result."""
+        args, kwargs = self.arguments(i, split)
+        t0 = time.perf_counter()
+        try:
+            result = self.func(*args, **kwargs)
+            fmt, meta = self.store(i, result, out)
+        except StorageError as exc:
+            if self.reraise:
+                raise
+            return Attempt.failed(exc, time.perf_counter() - t0,
+                                  fatal=exc.errno in _DISK_FULL)
+        except Exception as exc:  # the user's error is data, recorded per call
+            if self.reraise:
+                raise
+            return Attempt.failed(exc, time.perf_counter() - t0)
+        value = result if self.spec.mode == "memory" else None
+        return Attempt(True, time.perf_counter() - t0, fmt, meta, value)
+
+    def _call_pool(self) -> Any:
+        if self._pool is None:
+            from .callhost import HostPool
+
+            self._pool = HostPool.for_runner(self)
+        return self._pool
+
+    def close_children(self) -> None:
+        """End the child processes that ran this runner's calls here (``call_timeout``)."""
+        if self._pool is not None:
+            self._pool.close()
 
     def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
         """Run the calls ``indices`` (with their split argument values)."""
@@ -203,47 +326,60 @@ class Runner:
         memory = self.spec.mode == "memory"
         if memory:
             out.values = []
-        for i, split in zip(indices, split_values):
-            found = None if memory else self.existing(i)
-            if found is not None:
-                out.status.append(OK)
-                out.duration.append(float("nan"))
-                out.attempts.append(0)
-                out.fmt.append(found[0])
-                out.meta.append(found[1])
+        isolated = self.call_timeout is not None and not self.reraise
+        cancelled = _cancel_check()
+        for i, split in zip(indices, split_values, strict=True):
+            if out.stopped is not None or cancelled():
+                out.add(NOT_RUN, float("nan"), 0)
                 continue
-            args, kwargs = self.arguments(i, split)
-            attempt = 0
+            found = None if memory else existing_payload(self.spec, i, out.templates)
+            if found is not None:
+                out.add(OK, float("nan"), 0, *found)
+                continue
+            n = 0
             while True:
-                attempt += 1
-                t0 = time.perf_counter()
-                try:
-                    result = self.func(*args, **kwargs)
-                    fmt, meta = self.store(i, result, out)
-                except Exception as exc:  # the user's error is data, recorded per call
-                    if self.reraise:
-                        raise
-                    if attempt <= self.retries:
-                        continue
-                    out.status.append(FAILED)
-                    out.duration.append(time.perf_counter() - t0)
-                    out.attempts.append(attempt)
-                    out.fmt.append(None)
-                    out.meta.append(None)
-                    out.errors[i] = _error_record(exc, attempt)
-                    if memory:
-                        out.values.append(None)  # type: ignore[union-attr]
+                n += 1
+                if isolated:
+                    a = self._call_pool().call(i, split, n, out)
+                else:
+                    a = self.attempt(i, split, out)
+                if a.ok or a.fatal or n > self.retries:
                     break
-                out.status.append(OK)
-                out.duration.append(time.perf_counter() - t0)
-                out.attempts.append(attempt)
-                out.fmt.append(fmt)
-                out.meta.append(meta)
-                if memory:
-                    out.values.append(result)  # type: ignore[union-attr]
-                break
+                assert a.error is not None
+                out.retried.setdefault(i, []).append(f"{a.error['type']}: {a.error['message']}")
+            if a.ok:
+                out.add(OK, a.seconds, n, a.fmt, a.meta, a.value)
+                continue
+            assert a.error is not None
+            a.error["attempts"] = n
+            if i in out.retried:
+                a.error["earlier"] = out.retried[i]
+            out.errors[i] = a.error
+            out.add(FAILED, a.seconds, n)
+            if a.fatal:
+                out.stopped = a.error
         out.elapsed = time.perf_counter() - t_batch
         return out
+
+
+def _cancel_check() -> Callable[[], bool]:
+    """Whether the dask task running this batch was cancelled (the client was interrupted):
+    the rest of the batch is then skipped. dask cannot stop a running task itself."""
+    if "distributed" not in sys.modules:
+        return lambda: False
+    from distributed import get_worker
+    from distributed.worker import thread_state
+
+    try:
+        worker, key = get_worker(), thread_state.key
+    except (ValueError, AttributeError):
+        return lambda: False
+
+    def check() -> bool:
+        ts = worker.state.tasks.get(key)
+        return ts is None or ts.state == "cancelled"
+
+    return check
 
 
 def _host() -> str:
@@ -258,7 +394,8 @@ def _host() -> str:
     return name
 
 
-def run_batch(runner: Runner, indices: list[int], split_values: list[tuple[Any, ...]]) -> BatchResult:
+def run_batch(runner: Runner, indices: list[int],
+              split_values: list[tuple[Any, ...]]) -> BatchResult:
     """The dask task: run a batch on this worker (module-level, so it pickles by name)."""
     return runner.run(indices, split_values)
 
