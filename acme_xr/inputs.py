@@ -194,6 +194,11 @@ def _bind(
             "parameter of the function (lists are split across calls), by position or by "
             "name"
         ) from exc
+    if _TASK_ID in sig.parameters and _TASK_ID in bound.arguments:
+        raise SignatureError(
+            f"{name}() takes ACME's 'taskID' parameter, which acme_xr sets to the call "
+            f"index itself, but {len(args)} positional arguments reach it: pass one fewer"
+        )
     positional: list[tuple[str, Any]] = []
     keyword: dict[str, Any] = {}
     for pname, value in bound.arguments.items():
@@ -291,6 +296,12 @@ def distribute(
                 f"cannot infer how often to call {name}(): the arguments {listing} have "
                 "different lengths. Set n_inputs=<number of calls>; arguments of another "
                 "length then go whole to every call"
+            )
+        if n == 0:
+            empty = ", ".join(k for k, v in candidates.items() if v == 0)
+            raise InputError(
+                f"{name}() would be called 0 times: {empty} is empty. Pass at least one input "
+                "to split across calls"
             )
     else:
         n = wanted

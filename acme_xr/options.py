@@ -202,7 +202,7 @@ def validate_options(**kw: Any) -> Options:
     values["result_shape"] = _result_shape(values["result_shape"], values["write_worker_results"])
     try:
         values["result_dtype"] = np.dtype(values["result_dtype"])
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # ValueError: e.g. ("f8", -1)
         raise InputTypeError(
             f"result_dtype={values['result_dtype']!r} is not a NumPy dtype: write e.g. 'float', "
             "'float32' or 'int64'"
