@@ -38,6 +38,7 @@ from .errors import ComputeError, StorageError
 from .layout import RunLayout
 from .manifest import DONE, FAILED, PENDING, Manifest
 from .storage.atomic import SpaceReserve
+from .storage.zarr import ZarrStore
 from .worker import FAILED as CALL_FAILED
 from .worker import OK, BatchResult, WriteSpec, existing_payload
 
@@ -91,9 +92,11 @@ class Collector:
     """Receives batch outcomes on the client: manifest, values, progress, periodic flush."""
 
     def __init__(self, manifest: Manifest, values: list[Any] | None,
-                 writer: ManifestWriter | None, total: int, verbose: bool | None) -> None:
+                 writer: ManifestWriter | None, total: int, verbose: bool | None,
+                 store: ZarrStore | None = None) -> None:
         from tqdm.auto import tqdm
 
+        self.store = store
         self.manifest = manifest
         self.values = values
         self.writer = writer
@@ -136,6 +139,8 @@ class Collector:
                 m.duration[i] = result.duration[k]
                 m.attempts[i] = result.attempts[k]
         m.coord_templates.update(result.templates)
+        if self.store is not None:
+            self._create_arrays(result)
         if result.warnings:
             self.pickled.extend(result.warnings)
         self.bar.update(ran)
@@ -149,6 +154,14 @@ class Collector:
                 "resume=True",
                 errno=result.stopped.get("errno"), filename=path,
             )
+
+    def _create_arrays(self, result: BatchResult) -> None:
+        """storage="zarr": create the store's arrays once a call has shown their shapes
+        (calls that come before write HDF5 payloads, moved into the store at the end)."""
+        assert self.store is not None
+        for k, meta in enumerate(result.meta):
+            if result.status[k] == OK and meta and result.fmt[k] == "h5":
+                self.store.ensure_arrays(meta, self.manifest.coord_templates)
 
     def batch_failed(self, indices: list[int], exc: BaseException) -> None:
         """A whole batch failed outside the user function (worker crash, unpicklable func)."""

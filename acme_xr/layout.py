@@ -39,6 +39,7 @@ from .errors import (
 from .manifest import DONE, MANIFEST_NAME, Manifest
 from .options import Options
 from .storage import hdf5
+from .storage import zarr as zarr_store
 from .storage.atomic import atomic_path
 
 __all__ = ["RunLayout", "remove_old_runs"]
@@ -69,7 +70,7 @@ class RunLayout:
 
     output_dir: str
     stem: str
-    mode: str  # "hdf5" | "pickle" | "single_file"
+    mode: str  # "hdf5" | "pickle" | "single_file" | "zarr"
     result_shape: tuple[float | None, ...] | None = None
     result_dtype: np.dtype = np.dtype("float64")
 
@@ -78,7 +79,8 @@ class RunLayout:
         """Decide the paths (no file-system access)."""
         out = options.output_dir
         out = _timestamped_dir() if out is None else os.path.abspath(os.path.expanduser(out))
-        mode = "pickle" if options.write_pickle else "single_file" if options.single_file else "hdf5"
+        mode = ("pickle" if options.write_pickle else "single_file" if options.single_file
+                else "zarr" if options.storage == "zarr" else "hdf5")
         return cls(out, stem, mode, options.result_shape, options.result_dtype)
 
     # -- paths ---------------------------------------------------------------------------
@@ -94,7 +96,20 @@ class RunLayout:
 
     @property
     def container(self) -> str | None:
-        return None if self.mode == "pickle" else os.path.join(self.output_dir, f"{self.stem}.h5")
+        """The HDF5 results container (None for pickles and zarr stores)."""
+        if self.mode in ("pickle", "zarr"):
+            return None
+        return os.path.join(self.output_dir, f"{self.stem}.h5")
+
+    @property
+    def store(self) -> str | None:
+        """The zarr store of a ``storage="zarr"`` run."""
+        if self.mode != "zarr":
+            return None
+        return os.path.join(self.output_dir, f"{self.stem}{zarr_store.STORE_SUFFIX}")
+
+    def zarr_store(self, n_calls: int) -> zarr_store.ZarrStore | None:
+        return None if self.store is None else zarr_store.ZarrStore(self.store, n_calls)
 
     @property
     def manifest(self) -> str:
@@ -120,8 +135,11 @@ class RunLayout:
             return {"payload": container, "group": "comp_{i}", "stacked": stacked,
                     "container": container}
         ext = "pickle" if self.mode == "pickle" else "h5"
-        return {"payload": f"{self.stem}_{{i}}.{ext}", "group": None, "stacked": None,
-                "container": container}
+        where = {"payload": f"{self.stem}_{{i}}.{ext}", "group": None, "stacked": None,
+                 "container": container}
+        if self.store is not None:
+            where["store"] = os.path.basename(self.store)
+        return where
 
     # -- checks and creation -------------------------------------------------------------
     def check(self, resume: bool) -> bool:
@@ -168,6 +186,8 @@ class RunLayout:
     def create(self) -> None:
         try:
             os.makedirs(self.payload_dir, exist_ok=True)
+            if self.store is not None:
+                zarr_store.ZarrStore(self.store, 0).create()
         except OSError as exc:
             raise StorageError(f"cannot create output_dir {self.output_dir}: {exc}") from exc
 
@@ -178,6 +198,8 @@ class RunLayout:
             return None
         if self.mode == "single_file":
             return self.container
+        if manifest.fmt[i] == "zarr":
+            return self.store
         return self.payload(i, "pickle" if manifest.fmt[i] == "pickle" else "h5")
 
     def finalize(self, manifest: Manifest) -> str | None:
@@ -192,6 +214,8 @@ class RunLayout:
         """
         if self.mode == "pickle":
             return None
+        if self.mode == "zarr":
+            return self._finalize_store(manifest)
         done = [int(i) for i in manifest.indices(DONE) if manifest.fmt[i] == "h5"]
         assert self.container is not None
         virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
@@ -215,6 +239,30 @@ class RunLayout:
                 "result_dtype the results convert to (for example their own dtype)"
             ) from exc
         return self.container
+
+    def _finalize_store(self, manifest: Manifest) -> str:
+        """Move the calls still in payload files into the zarr store where they fit, and
+        store the coordinates that are the same in every call once."""
+        store = self.zarr_store(manifest.n_inputs)
+        assert store is not None and self.store is not None
+        staged = [(int(i), self.payload(int(i))) for i in manifest.indices(DONE)
+                  if manifest.fmt[i] == "h5" and os.path.exists(self.payload(int(i)))]
+        for i in store.absorb(staged):
+            manifest.fmt[i] = "zarr"
+        shared: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {}
+        for rec in manifest.variables.values():
+            for cname, tok in rec.coords.items():
+                if tok is not None and manifest.coord_templates.get(tok):
+                    tpl = manifest.coord_templates[tok]
+                    values = np.asarray(tpl["values"])
+                    dtype = np.dtype(tpl["dtype"])
+                    values = (values.astype(np.int64).view(dtype) if dtype.kind in "Mm"
+                              else values.astype(dtype))
+                    shared[cname] = (tuple(tpl["dims"]), values, tpl.get("attrs") or {})
+        store.write_coordinates(shared)
+        store.remove_partials()
+        store.consolidate()
+        return self.store
 
     def _merge_single_file(self, manifest: Manifest, done: list[int]) -> None:
         """Copy every per-call file into ``<func>.h5``, then remove the per-call files.

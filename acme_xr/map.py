@@ -378,10 +378,11 @@ class ParallelMap:
             spec = WriteSpec("memory", result_shape=o.result_shape)
         else:
             spec = WriteSpec(
-                "pickle" if layout.mode == "pickle" else "hdf5",
+                {"pickle": "pickle", "zarr": "zarr"}.get(layout.mode, "hdf5"),
                 directory=layout.payload_dir,
                 stem=self.stem,
                 result_shape=o.result_shape,
+                store=layout.zarr_store(self.n_inputs),
             )
         return Runner.from_plan(self.plan, spec, retries=o.retries, call_timeout=o.call_timeout)
 
@@ -394,7 +395,8 @@ class ParallelMap:
             log.info("nothing to run: all %d calls are done", self.n_inputs)
             return
         runner = self._runner(layout)
-        sink = Collector(manifest, values, writer, len(todo), self.options.verbose)
+        sink = Collector(manifest, values, writer, len(todo), self.options.verbose,
+                         store=runner.spec.store)
         log.info("running %d calls of %s%s", len(todo), self.stem,
                  f", results in {layout.output_dir}" if layout else "")
         t0 = time.perf_counter()

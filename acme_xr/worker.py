@@ -40,6 +40,7 @@ from .inputs import CallPlan
 from .manifest import var_meta
 from .storage import hdf5, pickled
 from .storage.values import NotStorable, Variable, to_variables
+from .storage.zarr import ZarrStore
 
 __all__ = ["WriteSpec", "Runner", "BatchResult", "Attempt", "run_batch", "split_values_for",
            "storage_error", "NOT_RUN", "OK", "FAILED"]
@@ -58,8 +59,9 @@ class WriteSpec:
 
     Parameters
     ----------
-    mode : {"hdf5", "pickle", "memory"}
-        One HDF5 payload per call, one pickle per call, or return values sent back.
+    mode : {"hdf5", "pickle", "zarr", "memory"}
+        One HDF5 payload per call, one pickle per call, the run's zarr store (calls that do
+        not fit it yet go to HDF5 payloads), or return values sent back.
     directory : str, optional
         Absolute directory of the payload files.
     stem : str
@@ -73,6 +75,7 @@ class WriteSpec:
     directory: str | None = None
     stem: str = "result"
     result_shape: tuple[float | None, ...] | None = None
+    store: ZarrStore | None = None
 
     def payload(self, i: int, ext: str = "h5") -> str:
         assert self.directory is not None
@@ -186,10 +189,10 @@ def existing_payload(spec: WriteSpec, i: int,
     one; an HDF5 file that cannot be read anyway (damaged later) counts as missing, and
     the call's next run replaces it.
     """
-    if spec.mode not in ("hdf5", "pickle"):
+    if spec.mode not in ("hdf5", "pickle", "zarr"):
         return None
     h5 = spec.payload(i, "h5")
-    if spec.mode == "hdf5" and os.path.exists(h5):
+    if spec.mode in ("hdf5", "zarr") and os.path.exists(h5):
         try:
             with h5py.File(h5, "r") as fh:
                 return "h5", hdf5.scan_group(fh, templates)
@@ -198,6 +201,10 @@ def existing_payload(spec: WriteSpec, i: int,
     pk = spec.payload(i, "pickle")
     if os.path.exists(pk) and os.path.getsize(pk) > 0:
         return "pickle", None
+    if spec.store is not None:
+        meta = spec.store.stored_call(i)
+        if meta is not None:
+            return "zarr", meta
     return None
 
 
@@ -272,6 +279,8 @@ class Runner:
             variables = to_variables(result)
             if spec.result_shape is not None:
                 _check_shape(spec.result_shape, variables)
+            if spec.store is not None and spec.store.write(i, variables):
+                return "zarr", _describe(variables, out.templates)
             self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
             return "h5", _describe(variables, out.templates)
         except (NotStorable, TypeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from typing import Any
 
 import h5py
@@ -294,3 +295,48 @@ def test_not_a_run(tmp_path: Any) -> None:
         open_results(tmp_path)
     with pytest.raises(ResultsLayoutError, match="does not exist"):
         open_results(tmp_path / "missing")
+
+
+# -- storage="zarr": one store, and the same Dataset as with HDF5 ------------------------
+
+@pytest.mark.parametrize("func", [scalar, vector, cube, several, text, dataarray, dataset,
+                                  per_call_time])
+def test_zarr_run_opens_like_the_hdf5_run(client: Any, tmp_path: Any, func: Any) -> None:
+    n = 9
+    ParallelMap(func, list(range(n)), output_dir=str(tmp_path / "h5")).compute()
+    with ParallelMap(func, list(range(n)), storage="zarr", output_dir=str(tmp_path / "z")) as pm:
+        files = pm.compute()
+    store = tmp_path / "z" / f"{func.__name__}.zarr"
+    assert pm.results_container == str(store)
+    assert files == [str(store)] * n  # every call ended up in the store
+    assert not [p for p in os.listdir(tmp_path / "z") if p.endswith(".h5")]
+    a, b = open_results(tmp_path / "h5"), open_results(tmp_path / "z")
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+def test_zarr_store_has_one_chunk_per_call_and_opens_with_xarray(client: Any, tmp_path: Any) -> None:
+    ParallelMap(dataarray, list(range(5)), storage="zarr", output_dir=str(tmp_path / "z")).compute()
+    store = tmp_path / "z" / "dataarray.zarr"
+    assert sorted(os.listdir(store / "result_0" / "c")) == [str(i) for i in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata is there: no fallback warning
+        ds = xr.open_zarr(store)
+    assert ds.result_0.dims == ("call", "trial", "time")
+    assert ds.time.values.tolist() == [0.0, 0.1, 0.2]  # shared coordinates stored once
+    np.testing.assert_array_equal(ds.result_0.values[3], dataarray(3).values)
+
+
+def test_zarr_results_whose_shape_varies_stay_readable(client: Any, tmp_path: Any) -> None:
+    ParallelMap(growing, [2, 2, 0, 3], storage="zarr", output_dir=str(tmp_path / "z")).compute()
+    ds = open_results(tmp_path / "z")
+    np.testing.assert_array_equal(ds.result_0.values[0], [0.0, 1.0, 2.0, np.nan])
+    np.testing.assert_array_equal(ds.result_0.values[3], [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(ds.result_0.values[2], [0.0, np.nan, np.nan, np.nan])
+
+
+def test_zarr_failed_call_is_nan(client: Any, tmp_path: Any) -> None:
+    with pytest.raises(ComputeError):
+        ParallelMap(fails_on_3, list(range(5)), storage="zarr", output_dir=str(tmp_path / "z")).compute()
+    ds = open_results(tmp_path / "z")
+    assert ds.status.values.tolist()[3] == "failed"
+    assert np.isnan(ds.result_0.values[3]).all() and ds.result_0.values[4].tolist() == [4.0, 4.0]

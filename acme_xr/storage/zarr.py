@@ -77,6 +77,7 @@ class ZarrStore:
         self.n_calls = n_calls
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
+        self._created: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "n_calls": self.n_calls}
@@ -98,6 +99,7 @@ class ZarrStore:
             dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
             dimension_names=("call", *dims), attributes=dict(attrs or {}), config=_CONFIG,
         )
+        self._checked.pop(name, None)  # visible at once in this process
 
     def ensure_arrays(self, meta: Sequence[tuple[Any, ...]] | None,
                       templates: dict[str, dict[str, Any]]) -> None:
@@ -120,7 +122,10 @@ class ZarrStore:
                                tuple(tpl["dims"]), tpl.get("attrs")))
         root = None
         for name, shape, dtype, dims, attrs in wanted:
-            if name in self._arrays or os.path.exists(os.path.join(self.path, name, "zarr.json")):
+            if name in self._created:
+                continue
+            self._created.add(name)
+            if os.path.exists(os.path.join(self.path, name, "zarr.json")):
                 continue
             root = root or zarr.open_group(self.path, mode="a", zarr_format=3)
             if name not in root:
@@ -167,6 +172,26 @@ class ZarrStore:
         for arr, data in zip(arrays, items.values()):
             arr[i] = data
         return True
+
+    def stored_call(self, i: int) -> tuple[Any, ...] | None:
+        """The manifest description of call ``i`` if all its variables are in the store."""
+        import zarr
+
+        if not os.path.isdir(self.path):
+            return None
+        root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        names = [name for name, arr in root.arrays()
+                 if not name.endswith("_per_call") and (arr.metadata.dimension_names or ("",))[0]
+                 == "call"]
+        if not names or not self.has_call(i, names):
+            return None
+        out = []
+        for name in names:
+            arr = root[name]
+            dims = tuple(arr.metadata.dimension_names[1:])
+            dtype = "<U0" if np.dtype(arr.dtype).kind in "UOT" else np.dtype(arr.dtype).str
+            out.append((name, tuple(arr.shape[1:]), dtype, dims, dict(arr.attrs) or None, None))
+        return tuple(out)
 
     def has_call(self, i: int, names: Sequence[str]) -> bool:
         """Whether every named variable has call ``i``'s chunk on disk."""
@@ -218,6 +243,17 @@ class ZarrStore:
                 attributes=dict(attrs), config=_CONFIG,
             )
             arr[...] = values
+
+    def consolidate(self) -> None:
+        """Write consolidated metadata, which xarray looks for first (``xr.open_zarr``)."""
+        import warnings
+
+        import zarr
+
+        with warnings.catch_warnings():
+            # "not part of the Zarr format 3 specification": xarray reads it all the same
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.path, zarr_format=3)
 
     def remove_partials(self) -> int:
         """Remove chunk files a killed writer left half-written (``*.partial``)."""
