@@ -17,6 +17,7 @@ acme_xr.errors.InputError: stop_client='sometimes' is not valid: give 'auto', Tr
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
 import os
 from dataclasses import dataclass
@@ -211,6 +212,10 @@ def validate_options(**kw: Any) -> Options:
     if values["storage"] not in STORAGES:
         raise InputError(
             f"storage={values['storage']!r} is not valid: give one of {', '.join(map(repr, STORAGES))}"
+        )
+    if values["storage"] == "zarr" and importlib.util.find_spec("zarr") is None:
+        raise InputError(
+            "storage='zarr' needs the zarr package: pip install 'acme_xr[zarr]' (or zarr>=3.1)"
         )
     if values["write_pickle"] and values["single_file"]:
         raise InputError(
