@@ -1,0 +1,122 @@
+"""Shared fixtures of the benchmark suite and the summary table printed at the end.
+
+Run with ``make bench`` (see docs/benchmarks.md). Markers: ``big`` (the 200,000-call
+scaling rows, minutes each; not in the default run), ``mfdataset`` (the ~100 s
+``xr.open_mfdataset`` peer of issue 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+# workers and subprocesses import the workloads by name from here
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+if BENCH_DIR not in sys.path:
+    sys.path.insert(0, BENCH_DIR)
+
+import report  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bench-json", default=None,
+                     help="write every measured figure and the goals to this JSON file")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "big: 200,000-call scaling rows (minutes; run -m big)")
+    config.addinivalue_line("markers", "mfdataset: the ~100 s xr.open_mfdataset peer")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = report.render()
+    if not lines:
+        return
+    terminalreporter.section("acme_xr benchmark summary")
+    for line in lines:
+        terminalreporter.write_line(line)
+    path = config.getoption("--bench-json")
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(report.to_json(), fh, indent=1)
+        terminalreporter.write_line(f"figures written to {path}")
+
+
+class RoundDirs:
+    """A fresh, empty directory per benchmark round, removed again after the round."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        path = os.path.join(self.base, uuid.uuid4().hex[:8])
+        os.makedirs(path)
+        self.made.append(path)
+        # start every writing round without the previous rounds' dirty pages still being
+        # written back (that alone made a 512 MB write vary from 0.3 s to 2 s here)
+        os.sync()
+        return path
+
+    def remove(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        for p in self.made:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@pytest.fixture
+def round_dirs(tmp_path: Any) -> Iterator[RoundDirs]:
+    dirs = RoundDirs(str(tmp_path))
+    yield dirs
+    dirs.remove_all()
+
+
+def start_local_client(n_workers: int = 2) -> Any:
+    """The contenders' shared cluster: worker processes, one thread each, warmed up."""
+    import workloads
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    client = Client(cluster)
+    client.run(workloads.warm_imports)
+    client.gather(client.map(workloads.double, range(4 * n_workers), pure=False))
+    return client
+
+
+def stop_local_client(client: Any) -> None:
+    cluster = client.cluster
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def plain_pool() -> Iterator[Any]:
+    """Two warm plain processes (spawned, h5py imported), no dask: the floors."""
+    import multiprocessing
+
+    import workloads
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.starmap(workloads.double, [(1,), (2,)])
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def local_client() -> Iterator[Any]:
+    """A 2-worker LocalCluster shared by the contenders of one module (the default client,
+    so acme_xr and esi-acme attach to it); closed at the end of the module."""
+    client = start_local_client()
+    yield client
+    stop_local_client(client)
