@@ -23,12 +23,14 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
+import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import cloudpickle
@@ -166,6 +168,7 @@ def execute(
     slots: int,
     batch_size: int | None = None,
     tick: Callable[[], None] | None = None,
+    no_worker_timeout: float | None = None,
 ) -> None:
     """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
 
@@ -173,6 +176,12 @@ def execute(
     a call raised: those are in the BatchResult) after every resubmission was used up.
     ``tick`` is called after each batch (manifest flushes, progress). On any exception,
     including KeyboardInterrupt, every pending task is cancelled before it propagates.
+
+    Raises
+    ------
+    ClusterError
+        The cluster had no worker for ``no_worker_timeout`` seconds (all died or were
+        stopped): waiting longer could mean waiting forever.
     """
     from distributed import as_completed
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -215,22 +224,20 @@ def execute(
             submit(*batch)
 
     current: list[Any] = []  # the future being handled (no longer in pending)
+    watch = _WorkerWatch(client, no_worker_timeout)
     try:
         fill()
-        for fut in ac:
+        for fut in _completed(ac, watch.check):
             current[:] = [fut]
             indices, tries, alone = pending.pop(fut)
-            if fut.status == "finished":
-                result: BatchResult = fut.result()
+            result, exc = _fetch(fut, watch)
+            if result is not None:
                 ran = sum(1 for a in result.attempts if a > 0)
                 if ran:
                     batcher.observe(ran, result.elapsed)
                 on_result(result)
             else:
-                try:
-                    exc: BaseException = fut.exception()
-                except Exception as err:  # cancelled: no exception object to fetch
-                    exc = err
+                assert exc is not None
                 killed = _is_lost_worker(exc)
                 if killed and alone:
                     on_batch_error(indices, exc)  # nothing else ran: this call kills workers
@@ -264,6 +271,72 @@ def execute(
         runner_future.release()
         if runner.call_timeout is not None:
             _close_call_hosts(client, runner.token)
+
+
+def _fetch(fut: Any, watch: _WorkerWatch) -> tuple[BatchResult | None, BaseException | None]:
+    """The BatchResult of a completed future, or the exception that ended it.
+
+    A result can be lost with its worker after the future completed: dask then computes
+    it again, and the wait goes on only while the cluster has workers.
+    """
+    while True:
+        try:
+            return fut.result(timeout=2), None
+        except TimeoutError:
+            if fut.status == "error":  # the task itself raised a TimeoutError
+                return None, fut.exception()
+            watch.check()
+        except (Exception, asyncio.CancelledError) as exc:  # erred or cancelled
+            return None, exc
+
+
+def _completed(ac: Any, idle: Callable[[], None]) -> Iterator[Any]:
+    """Iterate over ``ac`` (``distributed.as_completed``) as a for loop would, calling
+    ``idle`` about once a second while no future completes."""
+    last = time.monotonic()
+    while True:
+        batch = ac.next_batch(block=False)
+        if batch:
+            yield from batch
+            last = time.monotonic()
+            continue
+        if ac.is_empty():
+            return
+        with ac.thread_condition:
+            ac.thread_condition.wait(timeout=0.1)
+        if time.monotonic() - last >= 1.0:
+            idle()
+            last = time.monotonic()
+
+
+class _WorkerWatch:
+    """Notices a cluster whose workers are all gone and do not come back."""
+
+    def __init__(self, client: Any, timeout: float | None) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.since: float | None = None
+
+    def check(self) -> None:
+        if self.timeout is None:
+            return
+        try:
+            n = len(self.client.nthreads())
+        except Exception:  # noqa: BLE001 - the scheduler did not answer: no news
+            return
+        if n:
+            self.since = None
+            return
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since >= self.timeout:
+            from .errors import ClusterError
+
+            raise ClusterError(
+                f"the dask cluster has had no worker for {now - self.since:.0f} s: all of "
+                "them died or were stopped. The calls that finished are kept; start workers "
+                "(or let acme_xr start a cluster) and finish the run with resume=True"
+            )
 
 
 def _close_call_hosts(client: Any, token: str) -> None:

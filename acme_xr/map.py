@@ -81,7 +81,8 @@ class ParallelMap:
         Memory per worker, e.g. ``"4GB"`` ("auto": dask's default; on SLURM 2GB, the
         setting ``acme_xr.slurm.memory-per-core``). On SLURM it is the job's ``--mem``.
     setup_timeout : float
-        Seconds to wait for the first worker to come up.
+        Seconds to wait for the first worker to come up; also how long a run waits when
+        every worker is gone (killed, walltime) before it stops with ``ClusterError``.
     setup_interactive : bool
         Ask at the terminal when a decision is needed (after a dry run).
     stop_client : bool or "auto"
@@ -414,6 +415,8 @@ class ParallelMap:
                 slots=lease.n_worker_slots(),
                 batch_size=None if self.options.batch_size == "auto" else int(self.options.batch_size),
                 tick=sink.tick,
+                # all workers gone (killed, walltime) and none back: stop, do not hang
+                no_worker_timeout=max(float(self.options.setup_timeout), 1.0),
             )
         finally:
             sink.close()

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from acme_xr import ParallelMap
-from acme_xr.errors import ComputeError
+from acme_xr.errors import ClusterError, ComputeError
 from acme_xr.storage.atomic import TMP_SUFFIX
 from acme_xr.storage.hdf5 import read_payload
 
@@ -324,3 +324,40 @@ def test_two_executions_of_a_call_leave_one_valid_payload(client: Any, tmp_path:
     assert data["result_0"][0] in (29, 1029) and (data["result_0"] == data["result_0"][0]).all()
     np.testing.assert_array_equal(data["result_1"], np.arange(30))
     assert os.listdir(tmp_path) == ["f_0.h5"]
+
+
+def naps(i: int) -> float:
+    time.sleep(0.1)
+    return float(i)
+
+
+def test_a_cluster_that_loses_every_worker_stops_the_run(tmp_path: Any) -> None:
+    """Workers that do not come back (walltime, dask giving up on them): no endless wait."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    client = Client(cluster)
+    out = tmp_path / "run"
+
+    def stop_the_workers() -> None:
+        while not out.exists() or len([p for p in os.listdir(out) if p.startswith("naps_")]) < 5:
+            time.sleep(0.01)
+        cluster.scale(0)
+
+    stopper = threading.Thread(target=stop_the_workers)
+    stopper.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ClusterError, match="no worker for"):
+            ParallelMap(naps, list(range(100)), output_dir=str(out), setup_timeout=2).compute()
+        assert time.monotonic() - t0 < 30
+    finally:
+        stopper.join()
+        client.close()
+        cluster.close()
+    m = manifest_of(out)
+    assert m["state"] == "interrupted" and m["interruption"]["type"].endswith("ClusterError")
+    done = {i for i, st in enumerate(m["calls"]["status"]) if st == 1}
+    assert 5 <= len(done) < 100
+    assert done == {int(p[5:-3]) for p in os.listdir(out) if p.startswith("naps_")}
+    no_temporaries(out)
