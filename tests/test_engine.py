@@ -46,3 +46,12 @@ def test_max_size() -> None:
         b = Batcher(range(1000), slots=1)
     b.observe(1, 1e-9)
     assert max(len(x) for x in drain(b)) == 10
+
+
+def test_suspects_wait_their_turn_one_by_one() -> None:
+    b = Batcher(range(4), slots=2, batch_size=2)
+    first, _ = b.take()  # type: ignore[misc]
+    b.suspect(first)  # their worker died under them
+    assert b.has_suspects and len(b) == 4
+    assert [b.take_suspect(), b.take_suspect(), b.take_suspect()] == [0, 1, None]
+    assert b.take() == ([2, 3], 0)

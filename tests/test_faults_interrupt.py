@@ -140,7 +140,7 @@ def test_ctrl_c_keeps_every_finished_call_and_closes_the_cluster(interrupted: In
     assert_interrupted_by_ctrl_c(run)
     # compute() itself closed the cluster it started (not the interpreter's exit)
     assert report_of(run)["after"] == []
-    assert len(run.processes) >= 2  # scheduler-side workers existed during the run
+    assert len(run.processes) >= 2  # the cluster's worker processes, during the run
     assert_processes_gone(run.processes)
     # the manifest says exactly which calls completed, and each of those is on disk, whole
     done = done_calls(run.manifest)
@@ -207,3 +207,25 @@ def test_ctrl_c_in_a_terminal_reaches_every_process(tmp_path: Any) -> None:
     done = done_calls(run.manifest)
     assert done == payload_calls(run.files)
     assert_payloads_valid(run.out, done)
+
+
+def test_a_ctrl_c_while_the_files_are_written_waits_for_them() -> None:
+    """The first Ctrl-C during the last steps is held back; a second one is not."""
+    from acme_xr.map import _deferred_interrupts
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with _deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here
+            steps.append("manifest written")
+    assert steps == ["manifest written"]
+    with pytest.raises(KeyboardInterrupt):
+        with _deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            steps.append("not reached")
+    assert steps == ["manifest written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

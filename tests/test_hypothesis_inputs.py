@@ -255,3 +255,26 @@ def test_call_timeout_must_be_a_positive_finite_number(value: float) -> None:
 
     with pytest.raises(InputError, match="call_timeout"):
         ParallelMap(f1, [1, 2], call_timeout=value)
+
+
+@pytest.mark.parametrize("func, args, kwargs, error, match", [
+    # found by the properties above; each once escaped as a plain error or a failed run
+    (f1, ([1, 2],), {"result_dtype": ("f8", -1)}, "InputTypeError", "result_dtype"),
+    (f1, ([],), {}, "InputError", "called 0 times: x is empty"),
+    (ftask, ([1, 2], 5), {}, "SignatureError", "taskID"),
+])
+def test_found_by_hypothesis(func: Any, args: Any, kwargs: Any, error: str, match: str) -> None:
+    import acme_xr.errors
+
+    with pytest.raises(getattr(acme_xr.errors, error), match=match):
+        ParallelMap(func, *args, **kwargs)
+    assert os.listdir(".") == []
+
+
+def test_debug_runs_here_without_call_timeout() -> None:
+    import threading
+
+    here = threading.get_ident()
+    pmap = ParallelMap(lambda x: threading.get_ident(), [1, 2], call_timeout=5,
+                       write_worker_results=False)
+    assert pmap.compute(debug=True) == [here, here]
