@@ -27,6 +27,26 @@ PACKAGE_LOGGER = "acme_xr"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _LogFileHandler(logging.FileHandler):
+    """A log file that, once it cannot be written (disk full), says so once and goes
+    quiet, instead of printing a traceback for every message."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self.broken = True
+        sys.stderr.write(f"acme_xr: cannot write the log file {self.baseFilename} ({exc}); "
+                         "its further messages are lost\n")
+
+
 @contextlib.contextmanager
 def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
     """Log the package's messages to ``logfile`` (and the console) while the block runs.
@@ -43,7 +63,7 @@ def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
     added: list[logging.Handler] = []
     console_level = logging.DEBUG if verbose else logging.INFO if verbose is None else logging.WARNING
     if logfile is not None:
-        fh = logging.FileHandler(logfile, encoding="utf-8")
+        fh = _LogFileHandler(logfile, encoding="utf-8")
         fh.setFormatter(logging.Formatter(_FORMAT))
         fh.setLevel(logging.DEBUG if verbose else logging.INFO)
         added.append(fh)

@@ -134,3 +134,18 @@ def test_a_manifest_that_cannot_be_written_leaves_the_old_one(small_disk: Any) -
         errors_for(400).write(str(small_disk))
     assert Manifest.read(str(small_disk)).n_inputs == 5  # the old manifest, whole
     assert sorted(os.listdir(small_disk)) == ["filler", "manifest.json"]  # no temporary
+
+
+def test_a_log_file_on_a_full_disk_complains_once(small_disk: Any, capfd: Any) -> None:
+    import logging
+
+    from acme_xr.runlog import run_logging
+
+    path = str(small_disk / "f.log")
+    with run_logging(path, verbose=False):
+        fill(small_disk)
+        for k in range(50):
+            logging.getLogger("acme_xr.map").info("message %d %s", k, "x" * 5000)
+    err = capfd.readouterr().err
+    assert err.count(f"cannot write the log file {path}") == 1
+    assert "Traceback" not in err and "Logging error" not in err
