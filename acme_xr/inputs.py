@@ -340,15 +340,26 @@ def _hash(*parts: Any) -> str:
 def func_fingerprint(func: Callable[..., Any]) -> str:
     """A hash of the function's name and source code (its bytecode when there is no source).
 
-    Editing the function changes the fingerprint; moving the run directory does not.
+    Editing the function changes the fingerprint; moving the run directory does not. A
+    lambda is hashed by its bytecode: its source is the whole line it is on, which changes
+    when, say, ``resume=True`` is added to that line.
     """
     name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
+    code = getattr(func, "__code__", None)
     try:
+        if getattr(func, "__name__", None) == "<lambda>" and code is not None:
+            raise TypeError
         body: Any = inspect.getsource(func)
     except (OSError, TypeError):
-        code = getattr(func, "__code__", None)
-        body = (code.co_code, repr(code.co_consts)) if code is not None else repr(func)
+        body = _code_token(code) if code is not None else repr(func)
     return _hash(name, body)
+
+
+def _code_token(code: Any) -> tuple[Any, ...]:
+    """Bytecode, constants and names of a code object, nested code included, without the
+    memory addresses that ``repr`` of a nested code object holds."""
+    consts = tuple(_code_token(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
+    return (code.co_code, consts, code.co_names)
 
 
 def inputs_fingerprint(plan: CallPlan) -> str:

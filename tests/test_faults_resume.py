@@ -152,3 +152,26 @@ def test_resume_of_an_empty_or_new_directory_starts_the_run(client: Any, tmp_pat
     files = ParallelMap(stacked, [1, 2], "x", output_dir=str(tmp_path / "new"),
                         resume=True).compute()
     assert [os.path.basename(f) for f in files] == ["stacked_0.h5", "stacked_1.h5"]
+
+
+def test_a_lambda_run_can_be_resumed(client: Any, tmp_path: Any) -> None:
+    """A lambda's fingerprint is its code, not the line it is written on."""
+    out = str(tmp_path / "run")
+    first = ParallelMap(lambda x: [x * k for k in range(3)], [1, 2], output_dir=out).compute()
+    again = ParallelMap(lambda x: [x * k for k in range(3)], [1, 2], output_dir=out,
+                        resume=True).compute()
+    assert again == first
+    with pytest.raises(ResumeMismatchError, match="the function"):
+        ParallelMap(lambda x: [x * k for k in range(4)], [1, 2], output_dir=out,
+                    resume=True).compute()
+
+
+def test_a_function_fingerprint_is_the_same_in_another_process() -> None:
+    import subprocess
+    import sys
+
+    code = ("from acme_xr.inputs import func_fingerprint; "
+            "print(func_fingerprint(lambda x: [x * k for k in range(3)]))")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    assert len(runs) == 1  # nested code objects hashed without their memory address
