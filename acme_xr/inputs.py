@@ -363,6 +363,27 @@ def _code_token(code: Any) -> tuple[Any, ...]:
 
 
 def inputs_fingerprint(plan: CallPlan) -> str:
-    """A hash of every argument value, how it is distributed and the number of calls."""
-    parts = [(a.name, a.split, a.value) for a in (*plan.args, *plan.kwargs.values())]
+    """A hash of every argument value, how it is distributed and the number of calls.
+
+    The same arguments give the same hash in another process (to resume a run).
+    """
+    parts = [(a.name, a.split, _stable(a.value)) for a in (*plan.args, *plan.kwargs.values())]
     return _hash(plan.n_inputs, parts)
+
+
+def _stable(value: Any) -> Any:
+    """``value`` with instances of classes defined in a script (``__main__``) replaced by
+    their plain pickle: dask hashes those with cloudpickle, whose class tracker id differs
+    from one process to the next."""
+    if isinstance(value, (list, tuple)):
+        return type(value).__name__, [_stable(v) for v in value]
+    if isinstance(value, dict):
+        return "dict", [(_stable(k), _stable(v)) for k, v in value.items()]
+    if type(value).__module__ == "__main__" and not callable(value):
+        import pickle
+
+        try:
+            return "pickle", pickle.dumps(value, protocol=4)
+        except Exception:  # noqa: BLE001 - not picklable by reference: its repr, then
+            return "repr", repr(value)
+    return value

@@ -175,3 +175,27 @@ def test_a_function_fingerprint_is_the_same_in_another_process() -> None:
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip() for _ in range(2)}
     assert len(runs) == 1  # nested code objects hashed without their memory address
+
+
+def test_an_inputs_fingerprint_is_the_same_in_another_process() -> None:
+    """Arguments that are objects of a script's own class: the resumed script must match."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import numpy as np
+        from acme_xr.inputs import distribute, inputs_fingerprint
+
+        class Settings:
+            def __init__(self):
+                self.cutoff = 30.0
+
+        def f(x, y, settings, extra):
+            return x
+
+        plan = distribute(f, ([1, 2, 3], np.arange(3.0), Settings(), {"a": [Settings()]}), {})
+        print(inputs_fingerprint(plan))
+    """
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    assert len(runs) == 1
