@@ -28,7 +28,7 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install -q -e ".[bench]" "esi-acme==2026.6.2"
 	touch $@
 
-# The default run leaves out the 200,000-call scaling rows and the ~100 s xr.open_mfdataset
+# The default run leaves out the 200,000-call scaling rows and the xr.open_mfdataset (~3 min)
 # peer; run those with: make bench BENCH_ARGS='-m "big or mfdataset"' BENCH_JSON=.benchmarks/big.json
 BENCH_ARGS ?= -m "not big and not mfdataset"
 BENCH_JSON ?= .benchmarks/summary.json

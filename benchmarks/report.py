@@ -51,6 +51,9 @@ GROUPS: dict[str, Group] = {}
 ROWS: dict[tuple[str, str], Row] = {}
 # things that could not be measured, and why
 NOTES: list[str] = []
+# the acme_xr commit (and uncommitted files) when the session started: others edit acme_xr/
+# while benchmarks run, so the tree at the end is recorded too
+TREE_AT_START: dict[str, Any] = {}
 
 
 def _loadavg() -> float:
@@ -299,6 +302,11 @@ def render() -> list[str]:
     return lines
 
 
+def remember_tree() -> None:
+    """Record the acme_xr tree at the start of the session (see :data:`TREE_AT_START`)."""
+    TREE_AT_START.update(_git_state())
+
+
 def _git_state() -> dict[str, Any]:
     """The acme_xr commit measured and the files of acme_xr/ that differ from it."""
     import subprocess
@@ -329,6 +337,7 @@ def to_json() -> dict[str, Any]:
                           "shown": None if v is None else v[1],
                           "met": None if v is None else bool(g.ok(v[0]))})
     return {
+        "acme_xr_tree_at_start": TREE_AT_START,
         "acme_xr_tree": _git_state(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {"node": platform.node(), "cpus": os.cpu_count(),
@@ -374,7 +383,9 @@ def to_markdown(data: dict[str, Any]) -> list[str]:
                 f"{ratio} | {'' if others is None else f'{others:.0%}'} |")
     lines += ["", "| goal | issue | measured | status |", "|---|---|---|---|"]
     for g in data["goals"]:
-        status = "not measured" if g["met"] is None else ("met" if g["met"] else "**missed**")
+        if g["met"] is None:
+            continue  # not measured in this run
+        status = "met" if g["met"] else "**missed**"
         lines.append(f"| {g['goal']} | {g['issue']} | {g['shown'] or ''} | {status} |")
     return lines
 

@@ -2,7 +2,7 @@
 (3,) int64 per call, written once by acme_xr (module fixture).
 
 * open: ``acme_xr.open_results(dir)`` (goal < 0.5 s) beside ``xr.open_mfdataset`` over the
-  same files (combine="nested", concat_dim="call", engine="h5netcdf"; ~100 s, one round,
+  same files (combine="nested", concat_dim="call", engine="h5netcdf"; 100-200 s, one round,
   marker ``mfdataset``);
 * mean: ``open_results(dir).result_0.mean("call").compute()`` beside a plain h5py loop
   (goal within 1.5x);
