@@ -271,7 +271,7 @@ class Manifest:
             "coord_templates": self.coord_templates,
             "calls": {
                 "status": self.status.tolist(),
-                "duration": [None if np.isnan(d) else round(float(d), 6) for d in self.duration],
+                "duration": _floats(self.duration),
                 "attempts": self.attempts.tolist(),
                 "format": self.fmt,
                 "hosts": hosts,
@@ -325,6 +325,16 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise ResultsLayoutError(f"cannot read the run manifest {path}: {exc}") from exc
         return cls.from_dict(d)
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    """Durations to microseconds, NaN (not run) as null; vectorised: this runs at every
+    manifest flush over every call."""
+    rounded = np.round(values, 6)
+    out: list[float | None] = rounded.tolist()
+    if np.isnan(rounded).any():
+        out = [None if x != x else x for x in out]
+    return out
 
 
 def _promote(a: str, b: str) -> str:

@@ -361,8 +361,9 @@ def write_container(
     payloads = list(payloads)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="latest") as fh:
+            links = fh.id.links  # the low-level call: a fifth of h5py's ExternalLink cost
             for i, rel in payloads:
-                fh[f"comp_{i}"] = h5py.ExternalLink(rel, "/")
+                links.create_external(f"comp_{i}".encode(), rel.encode(), b"/")
             if virtual is not None:
                 _virtual_dataset(fh, payloads, n_calls, *virtual)
 
