@@ -10,6 +10,7 @@ See :func:`local_cluster_setup` and :func:`cluster_cleanup` for examples.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -88,17 +89,33 @@ def local_cluster_setup(
     if interactive and sys.stdin is not None and sys.stdin.isatty():
         if not _ask_yes("If you run a script: is its code inside `if __name__ == '__main__':`?"):
             return None
-    from distributed import Client, LocalCluster
+    import multiprocessing
 
-    cluster = LocalCluster(
-        n_workers=n_workers or available_cores(),
-        threads_per_worker=int(config.get("local.threads-per-worker")),
-        processes=True,
-        memory_limit=memory,
-        dashboard_address=config.get("local.dashboard-address"),
-    )
-    client = Client(cluster)
-    log.info("started %s", cluster)
+    from distributed import Client, LocalCluster
+    from distributed.deploy.spec import SpecCluster
+
+    known, known_procs = set(SpecCluster._instances), set(multiprocessing.active_children())
+    try:
+        cluster = LocalCluster(
+            n_workers=n_workers or available_cores(),
+            threads_per_worker=int(config.get("local.threads-per-worker")),
+            processes=True,
+            memory_limit=memory,
+            dashboard_address=config.get("local.dashboard-address"),
+        )
+        client = Client(cluster)
+        log.info("started %s", cluster)
+    except BaseException:
+        # Ctrl-C (or an error) half-way through the start: stop the worker processes that
+        # are up already, or they outlive the call (in a notebook, until the kernel dies).
+        # A half-started LocalCluster cannot always close itself (nannies still starting).
+        for half in set(SpecCluster._instances) - known:
+            with contextlib.suppress(Exception):
+                half.close(timeout=10)
+        for proc in set(multiprocessing.active_children()) - known_procs:
+            proc.kill()
+            proc.join(5)
+        raise
     return client
 
 
