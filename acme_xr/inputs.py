@@ -179,8 +179,7 @@ def _bind(
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
-        positional = [(f"arg_{j}", v) for j, v in enumerate(args)]
-        return positional, dict(kwargs), None
+        return [(f"arg_{j}", v) for j, v in enumerate(args)], dict(kwargs), None
     if _TASK_ID in sig.parameters and _TASK_ID in kwargs:
         raise SignatureError(
             f"{name}() takes ACME's 'taskID' parameter, which acme_xr sets to the call "
