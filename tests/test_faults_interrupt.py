@@ -52,7 +52,8 @@ def executions(marker_dir: str) -> list[int]:
 
 def run_script(mode: str, out: str, markers: str, delay: float,
                interrupt_after: int | None = None, group: bool = False,
-               interrupt_at_start: float | None = None) -> Interrupted:
+               interrupt_at_start: float | None = None,
+               sig: signal.Signals = signal.SIGINT) -> Interrupted:
     os.makedirs(markers, exist_ok=True)
     env = dict(os.environ, ACME_XR_TEST_MARKERS=markers, ACME_XR_TEST_DELAY=str(delay),
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -77,9 +78,9 @@ def run_script(mode: str, out: str, markers: str, delay: float,
                 time.sleep(0.01)
             processes = psutil.Process(proc.pid).children(recursive=True)
             if group:  # Ctrl-C in a terminal: every process of the foreground group
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
             else:
-                os.kill(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -253,3 +254,24 @@ def test_a_ctrl_c_while_the_files_are_written_waits_for_them() -> None:
             steps.append("not reached")
     assert steps == ["manifest written"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_run_whose_client_was_killed_resumes(client: Any, tmp_path: Any) -> None:
+    """SIGKILL of everything (a walltime, the OOM killer): the manifest is the last flush,
+    payloads that are on disk are whole, and resume finishes the run."""
+    out, markers = str(tmp_path / "run"), str(tmp_path / "markers")
+    killed = run_script("own", out, markers, delay=0.3, interrupt_after=8, group=True,
+                        sig=signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert killed.manifest["state"] == "running"  # nothing could write the end of the run
+    on_disk = payload_calls(killed.files)
+    assert done_calls(killed.manifest) <= on_disk
+    assert_payloads_valid(out, on_disk)
+    assert_processes_gone(killed.processes)
+
+    run = run_script("resume", out, str(tmp_path / "markers2"), delay=0.02)
+    assert run.returncode == 0, run.stderr
+    assert sorted(executions(str(tmp_path / "markers2"))) == sorted(set(range(N)) - on_disk)
+    assert run.manifest["state"] == "complete"
+    assert_payloads_valid(out, set(range(N)))
+    assert not [f for f in listing(out) if f.endswith(TMP_SUFFIX) or "reserve" in f]
