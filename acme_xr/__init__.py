@@ -4,6 +4,9 @@ The successor of ACME (``esi-acme``): :class:`ParallelMap` takes ACME's keywords
 argument distribution rules, writes each call's results to HDF5 in ACME's layout, and
 :func:`open_results` opens a whole run as one lazy, labelled :class:`xarray.Dataset`.
 
+The public names are imported on first use, so that ``import acme_xr`` stays cheap, and so
+does a dask worker's import of the few modules it runs.
+
 Examples
 --------
 >>> from acme_xr import ParallelMap
@@ -16,31 +19,18 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from . import errors
 from ._version import __version__
-from .cluster import cluster_cleanup, local_cluster_setup
-from .map import ParallelMap
-from .slurm import slurm_cluster_setup
 
-
-def open_results(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """Open all results of a run as one lazy, labelled xarray Dataset.
-
-    See :func:`acme_xr.results.open_results` (imported on first use, so that importing
-    acme_xr does not import xarray).
-
-    Examples
-    --------
-    >>> import acme_xr
-    >>> callable(acme_xr.open_results)
-    True
-    """
-    from .results import open_results as _open_results
-
-    return _open_results(*args, **kwargs)
-
+if TYPE_CHECKING:
+    from . import errors
+    from .cluster import cluster_cleanup, local_cluster_setup
+    from .map import ParallelMap
+    from .results import open_results
+    from .slurm import slurm_cluster_setup
 
 __all__ = [
     "ParallelMap",
@@ -51,5 +41,29 @@ __all__ = [
     "errors",
     "__version__",
 ]
+
+_LAZY = {
+    "ParallelMap": ".map",
+    "open_results": ".results",
+    "local_cluster_setup": ".cluster",
+    "slurm_cluster_setup": ".slurm",
+    "cluster_cleanup": ".cluster",
+    "errors": ".errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'acme_xr' has no attribute {name!r}")
+    mod = importlib.import_module(module, __name__)
+    value = mod if name == "errors" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

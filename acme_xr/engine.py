@@ -169,11 +169,14 @@ def execute(
     batch_size: int | None = None,
     tick: Callable[[], None] | None = None,
     no_worker_timeout: float | None = None,
+    share_sys_path: bool = True,
 ) -> None:
     """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
 
     ``on_batch_error`` receives the calls of a batch that failed as a whole (not because
     a call raised: those are in the BatchResult) after every resubmission was used up.
+    ``share_sys_path`` makes the client's import path available on every worker (a
+    running client's workers or SLURM jobs may lack the directory of the user's module).
     ``tick`` is called after each batch (manifest flushes, progress). On any exception,
     including KeyboardInterrupt, every pending task is cancelled before it propagates.
 
@@ -186,8 +189,9 @@ def execute(
     from distributed import as_completed
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
-    client.register_plugin(plugin, name=_SysPath.name)
+    if share_sys_path:  # workers of a LocalCluster we spawned inherited it already
+        plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
+        client.register_plugin(plugin, name=_SysPath.name)
 
     run_id = uuid.uuid4().hex[:10]
     stem = getattr(plan.func, "__name__", "call")

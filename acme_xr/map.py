@@ -417,6 +417,8 @@ class ParallelMap:
                 tick=sink.tick,
                 # all workers gone (killed, walltime) and none back: stop, do not hang
                 no_worker_timeout=max(float(self.options.setup_timeout), 1.0),
+                # spawned local workers start with this process's sys.path
+                share_sys_path=not (lease.started and self.options.partition == "auto"),
             )
         finally:
             sink.close()
