@@ -49,7 +49,7 @@ import cloudpickle
 from . import config
 from .errors import CallCrashedError, CallTimeoutError
 
-__all__ = ["CallHost", "HostPool", "close_pools", "main"]
+__all__ = ["CallHost", "HostPool", "close_pools", "close_pools_soon", "main"]
 
 _HEADER = struct.Struct("!Q")
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
@@ -131,7 +131,10 @@ class CallHost:
 
         if self.proc is None or self.proc.poll() is not None:
             self.kill()
-            self.start()
+            try:
+                self.start()
+            except CallCrashedError as exc:  # this call fails (and may be retried)
+                return Attempt.failed(exc, 0.0), {}, []
         assert self.proc is not None and self.proc.stdin is not None
         assert self.proc.stdout is not None
         t0 = time.perf_counter()
@@ -234,6 +237,14 @@ def close_pools(token: str | None = None) -> int:
     for p in pools:
         p.close()
     return len(pools)
+
+
+async def close_pools_soon(token: str | None = None) -> None:
+    """:func:`close_pools` off the worker's event loop; a coroutine, so that the client can
+    ask for it without waiting (``client.run(..., wait=False)``)."""
+    import asyncio
+
+    await asyncio.get_running_loop().run_in_executor(None, close_pools, token)
 
 
 # -- the child ---------------------------------------------------------------------------

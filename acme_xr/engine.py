@@ -346,9 +346,9 @@ class _WorkerWatch:
 def _close_call_hosts(client: Any, token: str) -> None:
     """End the call_timeout child processes of this run on every worker (a user's own
     cluster lives on; workers that were killed took theirs with them)."""
-    from .callhost import close_pools
+    from .callhost import close_pools_soon
 
     try:
-        client.run(close_pools, token, wait=False)
+        client.run(close_pools_soon, token, wait=False)
     except Exception as exc:  # a closing cluster must not hide the run's outcome
         log.debug("could not close the call processes of run %s: %s", token, exc)

@@ -361,3 +361,23 @@ def test_a_cluster_that_loses_every_worker_stops_the_run(tmp_path: Any) -> None:
     assert 5 <= len(done) < 100
     assert done == {int(p[5:-3]) for p in os.listdir(out) if p.startswith("naps_")}
     no_temporaries(out)
+
+
+def test_a_call_process_that_cannot_start_fails_the_call_not_the_batch() -> None:
+    import dask
+
+    from acme_xr.inputs import distribute
+    from acme_xr.worker import Runner, WriteSpec
+
+    runner = Runner.from_plan(distribute(naps, ([1, 2],), {}), WriteSpec("memory"),
+                              retries=1, call_timeout=5)
+    # a child that does not come up in time (here: no time at all) fails its call only
+    with dask.config.set({"acme_xr.call-host.start-timeout": "1ms"}):
+        out = runner.run([0, 1], [(1,), (2,)])
+    runner.close_children()
+    assert out.status == [2, 2] and out.attempts == [2, 2]
+    assert out.errors[0]["type"] == "acme_xr.errors.CallCrashedError"
+    assert "did not start" in out.errors[0]["message"]
+    out = runner.run([0, 1], [(1,), (2,)])  # with time to start, the same runner works
+    runner.close_children()
+    assert out.values == [1.0, 2.0]
