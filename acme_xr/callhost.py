@@ -138,12 +138,13 @@ class CallHost:
         assert self.proc is not None and self.proc.stdin is not None
         assert self.proc.stdout is not None
         t0 = time.perf_counter()
+        failure: Exception
         try:
             _send(self.proc.stdin.fileno(), ("call", i, split))
             return _recv(self.proc.stdout.fileno(), self.sel, time.monotonic() + timeout)
         except TimeoutError:
             self.kill()
-            exc: Exception = CallTimeoutError(
+            failure = CallTimeoutError(
                 f"call {i} ran longer than call_timeout={timeout:g} s and was stopped "
                 f"(attempt {attempt})"
             )
@@ -151,11 +152,11 @@ class CallHost:
             code = self.kill()
             how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
                    else f"exited with code {code}")
-            exc = CallCrashedError(
+            failure = CallCrashedError(
                 f"the process running call {i} {how} (attempt {attempt}): the call crashed "
                 "it (segfault, os._exit, out of memory?)"
             )
-        return Attempt.failed(exc, time.perf_counter() - t0), {}, []
+        return Attempt.failed(failure, time.perf_counter() - t0), {}, []
 
     def kill(self) -> int | None:
         """End the child and everything it started; return its exit code."""

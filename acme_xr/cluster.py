@@ -224,7 +224,8 @@ class ClusterLease:
                 if self.n_workers == "auto"
                 else int(self.n_workers)
             )
-            self.client = local_cluster_setup(n_workers=max(1, n), mem_per_worker=self.mem_per_worker)
+            self.client = local_cluster_setup(n_workers=max(1, n),
+                                              mem_per_worker=self.mem_per_worker)
         self.started = True
         return self.client
 

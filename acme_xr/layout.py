@@ -158,11 +158,13 @@ class RunLayout:
         out = self.output_dir
         if os.path.exists(out):
             if not os.path.isdir(out):
-                raise StorageError(f"output_dir {out} exists and is not a directory: choose another path")
+                raise StorageError(
+                    f"output_dir {out} exists and is not a directory: choose another path")
             entries = os.listdir(out)
             if entries and not resume:
                 raise RunExistsError(
-                    f"output_dir {out} already holds {len(entries)} files (e.g. {sorted(entries)[0]!r}); "
+                    f"output_dir {out} already holds {len(entries)} files "
+                    f"(e.g. {sorted(entries)[0]!r}); "
                     "acme_xr never overwrites results. Pass resume=True to finish that run, or "
                     "choose a new output_dir"
                 )

@@ -413,7 +413,8 @@ class ParallelMap:
             execute(
                 client, self.plan, runner, todo, sink.add, sink.batch_failed,
                 slots=lease.n_worker_slots(),
-                batch_size=None if self.options.batch_size == "auto" else int(self.options.batch_size),
+                batch_size=(None if self.options.batch_size == "auto"
+                            else int(self.options.batch_size)),
                 tick=sink.tick,
                 # all workers gone (killed, walltime) and none back: stop, do not hang
                 no_worker_timeout=max(float(self.options.setup_timeout), 1.0),

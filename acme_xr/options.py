@@ -66,7 +66,8 @@ class Options:
 
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise InputTypeError(f"{name} must be True or False, not {value!r} ({type(value).__name__})")
+        raise InputTypeError(
+            f"{name} must be True or False, not {value!r} ({type(value).__name__})")
     return bool(value)
 
 
@@ -87,9 +88,10 @@ def _seconds(name: str, value: Any, allow_none: bool) -> float | None:
     what = "a number of seconds > 0" + (" or None" if allow_none else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputTypeError(f"{name} must be {what}, not {value!r} ({type(value).__name__})")
-    if not value > 0 or not np.isfinite(value):
+    seconds = float(value)
+    if not seconds > 0 or not np.isfinite(seconds):
         raise InputError(f"{name}={value} is not valid: give {what}")
-    return float(value)
+    return seconds
 
 
 def _result_shape(value: Any, write_worker_results: bool) -> tuple[float | None, ...] | None:
@@ -111,7 +113,7 @@ def _result_shape(value: Any, write_worker_results: bool) -> tuple[float | None,
             out.append(None)
         elif isinstance(v, (float, np.floating)) and np.isinf(v) and v > 0:
             out.append(np.inf)
-        elif isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0:
+        elif isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 0:
             out.append(int(v))
         else:
             raise InputError(
@@ -211,7 +213,8 @@ def validate_options(**kw: Any) -> Options:
 
     if values["storage"] not in STORAGES:
         raise InputError(
-            f"storage={values['storage']!r} is not valid: give one of {', '.join(map(repr, STORAGES))}"
+            f"storage={values['storage']!r} is not valid: give one of "
+            f"{', '.join(map(repr, STORAGES))}"
         )
     if values["storage"] == "zarr" and importlib.util.find_spec("zarr") is None:
         raise InputError(

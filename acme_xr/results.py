@@ -89,7 +89,7 @@ def _outer_index(arr: np.ndarray, key: tuple[Any, ...]) -> np.ndarray:
 
 def _selected_shape(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
     out = []
-    for k, n in zip(key, shape):
+    for k, n in zip(key, shape, strict=True):
         if isinstance(k, slice):
             out.append(len(range(*k.indices(n))))
         elif isinstance(k, np.ndarray):
@@ -160,8 +160,9 @@ class CallStackArray(BackendArray):
         direct = (self.dtype == self.native and self.native.kind in "iufc" and len(rest) > 0
                   and not (self.header.get("stacked") or {}).get(self.name)
                   and all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
-                          for k, n in zip(rest, self.maxshape)))
-        zarr_rows = [j for j, c in enumerate(calls) if self.in_store[c] and self.shapes[c] is not None]
+                          for k, n in zip(rest, self.maxshape, strict=True)))
+        zarr_rows = [j for j, c in enumerate(calls)
+                     if self.in_store[c] and self.shapes[c] is not None]
         if zarr_rows:
             out[zarr_rows] = self._read_store(calls[zarr_rows], rest)
         # HDF5 serialises all its calls on one lock anyway; threads taking turns at it file by
@@ -190,11 +191,10 @@ class CallStackArray(BackendArray):
                 "manifest is gone"
             ) from exc
         if tuple(arr.shape[1:]) == self.maxshape:
-            data = arr.get_orthogonal_selection((calls, *rest))
+            data = np.asarray(arr.get_orthogonal_selection((calls, *rest)))
         else:  # some calls (kept as payload files) are larger: pad the stored ones
-            rows = arr.get_orthogonal_selection((calls,))
+            rows = np.asarray(arr.get_orthogonal_selection((calls,)))
             data = np.stack([_outer_index(self._pad(np.asarray(r)), rest) for r in rows])
-        data = np.asarray(data)
         return data.astype(object) if self.dtype.kind == "O" else data
 
     def _read_call(self, c: int, rest: tuple[Any, ...], into: np.ndarray | None = None) -> Any:
@@ -254,7 +254,8 @@ def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
     if rec.dims_conflicts:
         ref = next(i for i, s in enumerate(rec.shapes)
                    if s is not None and i not in rec.dims_conflicts)
-        calls = ", ".join(f"call {i} has {list(d)}" for i, d in sorted(rec.dims_conflicts.items())[:5])
+        calls = ", ".join(f"call {i} has {list(d)}"
+                          for i, d in sorted(rec.dims_conflicts.items())[:5])
         raise ResultsLayoutError(
             f"{name!r} cannot be stacked: call {ref} has dimensions {list(rec.dims)} but {calls}; "
             "give every call's result the same dimension names"
@@ -309,7 +310,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         native = np.dtype(rec.dtype)
         dtype, fill = _output_dtype(native, gaps, mask_integers)
         arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store)
-        for d, size in zip(rec.dims, arr.maxshape):
+        for d, size in zip(rec.dims, arr.maxshape, strict=True):
             if sizes.setdefault(d, (size, name))[0] != size:
                 raise ResultsLayoutError(
                     f"dimension {d!r} has length {sizes[d][0]} in {sizes[d][1]!r} but {size} in "
@@ -426,7 +427,8 @@ def open_results(
     elif isinstance(chunks, int) and chunks >= 1:
         chunk_arg = {dim: chunks}
     else:
-        raise ResultsLayoutError(f"chunks={chunks!r} is not valid: give 'auto', None or a number >= 1")
+        raise ResultsLayoutError(
+            f"chunks={chunks!r} is not valid: give 'auto', None or a number >= 1")
     return xr.open_dataset(
         locate_run(path), engine=AcmeXrBackendEntrypoint, chunks=chunk_arg, dim=dim,
         mask_integers=mask_integers, drop_variables=drop_variables,

@@ -61,7 +61,8 @@ def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
     """
     logger = logging.getLogger(PACKAGE_LOGGER)
     added: list[logging.Handler] = []
-    console_level = logging.DEBUG if verbose else logging.INFO if verbose is None else logging.WARNING
+    console_level = (logging.DEBUG if verbose else logging.INFO if verbose is None
+                     else logging.WARNING)
     if logfile is not None:
         fh = _LogFileHandler(logfile, encoding="utf-8")
         fh.setFormatter(logging.Formatter(_FORMAT))

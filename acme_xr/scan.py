@@ -48,7 +48,8 @@ def locate_run(path: str | os.PathLike[str]) -> str:
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise ResultsLayoutError(f"{path} does not exist: give a run directory or its <func>.h5")
-    if os.path.exists(os.path.join(path, MANIFEST_NAME)) or _payload_files(path) or _acme_stem(path):
+    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or _payload_files(path)
+            or _acme_stem(path)):
         return path
     raise ResultsLayoutError(
         f"{path} holds no acme_xr or ACME run: expected {MANIFEST_NAME}, <func>_<i>.h5 payloads "

@@ -35,17 +35,9 @@ def slow(i: int, scale: float) -> tuple[np.ndarray, np.int64]:
 
 def descendants() -> list[int]:
     """Live processes below this one (multiprocessing's resource tracker aside)."""
-    import psutil
+    from processes import live_children  # this script's directory is on sys.path
 
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in " ".join(p.cmdline()):
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out.append(p.pid)
-    return sorted(out)
+    return sorted(live_children())
 
 
 def _acme_xr_tasks(dask_scheduler: Any) -> list[str]:

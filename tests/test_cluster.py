@@ -5,25 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import psutil
 import pytest
 
 from acme_xr import ParallelMap, cluster_cleanup, local_cluster_setup
 from acme_xr.cluster import available_cores
 
+from .processes import live_children
+
 
 def n_children() -> int:
-    """Live child processes, minus multiprocessing's resource tracker (it lives as long as
-    the interpreter once any process was spawned)."""
-    out = 0
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in " ".join(p.cmdline()):
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out += 1
-    return out
+    return len(live_children())
 
 
 def worker_pid(x: Any) -> int:

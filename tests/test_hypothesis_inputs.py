@@ -15,7 +15,6 @@ import shutil
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -24,6 +23,8 @@ from hypothesis.extra import numpy as hnp
 from acme_xr import ParallelMap
 from acme_xr.errors import AcmeXrError, ComputeError, ResultShapeError
 from acme_xr.manifest import Manifest
+
+from .processes import live_children
 
 
 def f1(x: Any) -> Any:
@@ -116,16 +117,7 @@ OPTIONS: dict[str, st.SearchStrategy[Any]] = {
 
 
 def processes() -> set[int]:
-    """Live processes below this one (multiprocessing's resource tracker aside)."""
-    out = set()
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in " ".join(p.cmdline()):
-                continue
-        except psutil.NoSuchProcess:
-            continue
-        out.add(p.pid)
-    return out
+    return live_children()
 
 
 def documented(exc: BaseException) -> bool:

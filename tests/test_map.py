@@ -48,7 +48,7 @@ def test_specification_example_50_files(client: Any, tmp_path: Any) -> None:
 
 def test_single_return_gives_only_result_0(client: Any, tmp_path: Any) -> None:
     files = ParallelMap(np.sqrt, [1.0, 4.0, 9.0], output_dir=str(tmp_path / "r")).compute()
-    for path, want in zip(files, [1.0, 2.0, 3.0]):
+    for path, want in zip(files, [1.0, 2.0, 3.0], strict=True):
         with h5py.File(path) as fh:
             assert list(fh) == ["result_0"]
             assert fh["result_0"].shape == ()
@@ -83,7 +83,7 @@ def test_memory_mode_equals_disk_mode(client: Any, tmp_path: Any) -> None:
     values = ParallelMap(this_func, *args, write_worker_results=False).compute()
     files = ParallelMap(this_func, *args, output_dir=str(tmp_path / "r")).compute()
     assert len(values) == len(files) == 12
-    for value, path in zip(values, files):
+    for value, path in zip(values, files, strict=True):
         on_disk = read_payload(path)
         for k, v in enumerate(value):
             np.testing.assert_array_equal(on_disk[f"result_{k}"], v)
@@ -163,7 +163,7 @@ def test_write_pickle(client: Any, tmp_path: Any) -> None:
     assert pmap.results_container is None
     with open(files[2], "rb") as fh:
         value = pickle.load(fh)
-    for got, want in zip(value, expected(3)):
+    for got, want in zip(value, expected(3), strict=True):
         np.testing.assert_array_equal(got, want)
 
 

@@ -155,7 +155,7 @@ def test_opening_reads_only_the_manifest_and_a_vanished_payload_raises(
     ds = open_results(tmp_path / "r")  # no payload opened: no error yet
     np.testing.assert_array_equal(ds.result_0.isel(call=1).values, vector(1))
     with pytest.raises(MissingPayloadError, match="vector_4.h5"):
-        ds.result_0.values
+        ds.result_0.load()
     for p in files[:4] + files[5:]:
         os.remove(p)
     open_results(tmp_path / "r")  # still opens from the manifest alone

@@ -133,7 +133,7 @@ def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
     """Write ``variables`` (with dimension scales and coordinates) into group ``fh``."""
     sizes: dict[str, int] = {}
     for var in variables:
-        for dim, n in zip(var.dims, var.data.shape):
+        for dim, n in zip(var.dims, var.data.shape, strict=True):
             if sizes.setdefault(dim, n) != n:
                 raise NotStorable(f"dimension {dim!r} has sizes {sizes[dim]} and {n}")
     coord_vars: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {}
@@ -242,7 +242,8 @@ def read_payload(path: str) -> dict[str, np.ndarray]:
     {'result_0': array('text', dtype='<U4'), 'result_1': array(True)}
     """
     with h5py.File(path, "r") as fh:
-        return {name: decode(fh[name], np.dtype(dtype)) for name, _s, dtype, _d in _describe_group(fh)}
+        return {name: decode(fh[name], np.dtype(dtype))
+                for name, _s, dtype, _d in _describe_group(fh)}
 
 
 def _coordinate_names(grp: h5py.Group) -> set[str]:
@@ -256,7 +257,8 @@ def _coordinate_names(grp: h5py.Group) -> set[str]:
 
 def _is_coordinate_scale(ds: h5py.Dataset) -> bool:
     name = ds.attrs.get("NAME", b"")
-    return ds.attrs.get("CLASS") == b"DIMENSION_SCALE" and not bytes(name).startswith(_NOT_A_VARIABLE)
+    return (ds.attrs.get("CLASS") == b"DIMENSION_SCALE"
+            and not bytes(name).startswith(_NOT_A_VARIABLE))
 
 
 def _read_coords(grp: h5py.Group) -> dict[str, Coord]:
@@ -271,7 +273,8 @@ def _read_coords(grp: h5py.Group) -> dict[str, Coord]:
             dims = _dims_of(obj)
         else:
             continue
-        coords[name] = Coord(name, dims, decode(obj, np.dtype(_decoded_dtype(obj))), user_attrs(obj))
+        values = decode(obj, np.dtype(_decoded_dtype(obj)))
+        coords[name] = Coord(name, dims, values, user_attrs(obj))
     return coords
 
 

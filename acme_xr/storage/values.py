@@ -34,7 +34,7 @@ import numpy as np
 __all__ = ["Coord", "NotStorable", "Variable", "to_variables", "token"]
 
 
-class NotStorable(TypeError):
+class NotStorable(TypeError):  # noqa: N818 - reads as the condition it signals
     """A return value that HDF5/zarr cannot hold (the call is pickled instead)."""
 
 

@@ -97,7 +97,8 @@ class ZarrStore:
         root.create_array(
             name, shape=(self.n_calls, *shape), chunks=(1, *(max(1, n) for n in shape)),
             dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
-            dimension_names=("call", *dims), attributes=dict(attrs or {}), config=_CONFIG,
+            dimension_names=("call", *dims), attributes=dict(attrs or {}),
+            config=_CONFIG,  # type: ignore[arg-type]
         )
         self._checked.pop(name, None)  # visible at once in this process
 
@@ -169,7 +170,7 @@ class ZarrStore:
         arrays = [self._fits(name, data) for name, data in items.items()]
         if not variables or any(a is None for a in arrays):
             return False
-        for arr, data in zip(arrays, items.values()):
+        for arr, data in zip(arrays, items.values(), strict=True):
             arr[i] = data
         return True
 
@@ -180,14 +181,15 @@ class ZarrStore:
         if not os.path.isdir(self.path):
             return None
         root = zarr.open_group(self.path, mode="r", zarr_format=3)
-        names = [name for name, arr in root.arrays()
-                 if not name.endswith("_per_call") and (arr.metadata.dimension_names or ("",))[0]
-                 == "call"]
-        if not names or not self.has_call(i, names):
+        arrays: dict[str, Any] = {
+            name: arr for name, arr in root.arrays()
+            if not name.endswith("_per_call")
+            and (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"
+        }
+        if not arrays or not self.has_call(i, list(arrays)):
             return None
         out = []
-        for name in names:
-            arr = root[name]
+        for name, arr in arrays.items():
             dims = tuple(arr.metadata.dimension_names[1:])
             dtype = "<U0" if np.dtype(arr.dtype).kind in "UOT" else np.dtype(arr.dtype).str
             out.append((name, tuple(arr.shape[1:]), dtype, dims, dict(arr.attrs) or None, None))
@@ -240,7 +242,7 @@ class ZarrStore:
             arr = root.create_array(
                 name, shape=values.shape, dtype=_zarr_dtype(values.dtype),
                 fill_value=_fill_value(values.dtype), dimension_names=dims,
-                attributes=dict(attrs), config=_CONFIG,
+                attributes=dict(attrs), config=_CONFIG,  # type: ignore[arg-type]
             )
             arr[...] = values
 
