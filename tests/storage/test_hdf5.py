@@ -122,3 +122,44 @@ def test_container_virtual_dataset_fill_is_nan_for_missing_calls(tmp_path: Any) 
     np.testing.assert_array_equal(data[0], 0.0)
     assert np.isnan(data[1]).all()  # never a silent zero
     np.testing.assert_array_equal(data[2], 2.0)
+
+
+def dump(path: str) -> dict[str, Any]:
+    """Every object of an HDF5 file: values, attributes and dimension scales."""
+    out: dict[str, Any] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        attrs = {k: v for k, v in obj.attrs.items() if k not in ("DIMENSION_LIST", "REFERENCE_LIST")}
+        value = np.asarray(obj[()]).tolist() if isinstance(obj, h5py.Dataset) else None
+        scales = [[s.name for s in d.values()] for d in obj.dims] \
+            if isinstance(obj, h5py.Dataset) else None
+        out[name] = (value, repr(sorted(attrs.items())), scales)
+
+    with h5py.File(path) as fh:
+        fh.visititems(visit)
+    return out
+
+
+def test_small_payloads_in_memory_equal_payloads_written_in_place(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    da = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("trial", "time"),
+                      coords={"time": [0.1, 0.2, 0.3]}, attrs={"units": "mV"})
+    value = (da, np.arange(4), "text")
+    hdf5.write_payload(str(tmp_path / "image.h5"), to_variables(value))
+    monkeypatch.setattr(hdf5, "_IMAGE_MAX_BYTES", 0)  # every payload straight into its file
+    hdf5.write_payload(str(tmp_path / "direct.h5"), to_variables(value))
+    assert dump(str(tmp_path / "image.h5")) == dump(str(tmp_path / "direct.h5"))
+    assert sorted(os.listdir(tmp_path)) == ["direct.h5", "image.h5"]  # no temporaries
+
+
+def test_payloads_built_in_memory_by_many_threads_stay_apart(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i: int) -> None:
+        hdf5.write_payload(str(tmp_path / f"f_{i}.h5"), to_variables(np.full(50, float(i))))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(200)))
+    for i in range(200):
+        np.testing.assert_array_equal(hdf5.read_payload(str(tmp_path / f"f_{i}.h5"))["result_0"],
+                                      np.full(50, float(i)))
