@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -98,10 +99,19 @@ def _create(grp: h5py.Group, name: str, arr: np.ndarray) -> h5py.h5d.DatasetID:
         data = data.copy(order="C")  # np.ascontiguousarray would make 0-d arrays 1-d
     tid = h5t.py_create(data.dtype, logical=True)
     space = h5s.create_simple(data.shape) if data.ndim else h5s.create(h5s.SCALAR)
-    did = h5d.create(grp.id, name.encode(), tid, space)
+    did = h5d.create(grp.id, name.encode(), tid, space, dcpl=_dcpl())
     if data.size:
         did.write(h5s.ALL, h5s.ALL, data)
     return did
+
+
+@functools.cache
+def _dcpl() -> h5p.PropDCID:
+    """Dataset creation without modification times (as h5py does): the same values give
+    the same bytes, which the payload templates below rely on."""
+    dcpl = h5p.create(h5p.DATASET_CREATE)
+    dcpl.set_obj_track_times(False)
+    return dcpl
 
 
 def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
@@ -121,14 +131,23 @@ def write_payload(path: str, variables: Sequence[Variable]) -> None:
         When the variables contradict each other (one dimension with two sizes).
     """
     if sum(v.data.nbytes for v in variables) <= _IMAGE_MAX_BYTES:
-        image = _file_image(variables)
+        image = _from_template(variables)
+        if image is None:
+            image = _file_image(variables)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as out:
                 out.write(image)
         return
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+        with h5py.File(_new_file(tmp.encode())) as fh:
             _fill(fh, variables)
+
+
+def _new_file(name: bytes, fapl: h5p.PropFAID | None = None) -> h5f.FileID:
+    """Create an HDF5 file whose root group records no times (see :func:`_dcpl`)."""
+    fcpl = h5p.create(h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    return h5f.create(name, h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
 
 
 # Small payloads are built in memory and written with one write(): HDF5 writing a file
@@ -139,17 +158,83 @@ _IMAGE_MAX_BYTES = 4 * 2**20
 _images = itertools.count()
 
 
-def _file_image(variables: Sequence[Variable]) -> bytes:
-    """The bytes of an HDF5 file holding ``variables``, built in memory (core driver)."""
+def _file_image(variables: Sequence[Variable], offsets: list[int | None] | None = None,
+                ) -> bytes:
+    """The bytes of an HDF5 file holding ``variables``, built in memory (core driver).
+
+    With ``offsets``, also appends where each variable's raw data starts in the image
+    (None when it is not stored in one contiguous block).
+    """
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_fapl_core(64 * 1024, False)  # grow by 64 KiB; no file behind it
     # the name only identifies the in-memory file; unique so that threads never share one
     name = f"acme_xr-image-{os.getpid()}-{next(_images)}".encode()
-    fid = h5f.create(name, h5f.ACC_TRUNC, fapl=fapl)
+    fid = _new_file(name, fapl)
     with h5py.File(fid) as fh:
         _fill(fh, variables)
         fh.flush()
+        if offsets is not None:
+            offsets.extend(fh[v.name].id.get_offset() for v in variables)
         return fid.get_file_image()  # type: ignore[no-any-return]
+
+
+# Payload templates. Calls of one run mostly return the same structure (names, dims,
+# dtypes, shapes) with other numbers, and then their HDF5 files differ only in the bytes of
+# the data: after one image is built with HDF5, the next calls copy it and overwrite those
+# bytes, ~10x cheaper than building a file with HDF5 each time. Only for variables without
+# coordinates or attributes whose data HDF5 stores contiguously, unconverted (checked on
+# the image itself when the template is made); everything else is built by HDF5.
+_TEMPLATE_MAX_BYTES = 64 * 1024
+_TEMPLATES_KEPT = 32
+_templates: dict[tuple[Any, ...], tuple[bytes, tuple[int, ...]] | None] = {}
+
+
+def _raw(var: Variable) -> np.ndarray | None:
+    """The array whose bytes HDF5 stores for ``var``, if a template may hold it."""
+    if var.coords or var.attrs or not var.data.size or var.data.dtype.kind not in "biufcMm":
+        return None
+    data, _attrs, h5dtype = _encode(var.data)
+    return None if h5dtype is not None else np.ascontiguousarray(data)
+
+
+def _from_template(variables: Sequence[Variable]) -> bytes | None:
+    """The image of ``variables`` from a template, or None (built with HDF5 instead)."""
+    raws = []
+    for var in variables:
+        raw = _raw(var)
+        if raw is None:
+            return None
+        raws.append(raw)
+    key = tuple((v.name, v.dims, v.data.dtype.str, v.data.shape) for v in variables)
+    try:
+        template = _templates[key]
+    except KeyError:
+        template = _make_template(variables, raws)
+        if len(_templates) >= _TEMPLATES_KEPT:
+            _templates.clear()
+        _templates[key] = template
+        return template[0] if template is not None else None
+    if template is None:
+        return None
+    image = bytearray(template[0])
+    for offset, raw in zip(template[1], raws, strict=True):
+        image[offset:offset + raw.nbytes] = raw.tobytes()
+    return bytes(image)
+
+
+def _make_template(variables: Sequence[Variable], raws: Sequence[np.ndarray],
+                   ) -> tuple[bytes, tuple[int, ...]] | None:
+    offsets: list[int | None] = []
+    image = _file_image(variables, offsets)
+    if len(image) > _TEMPLATE_MAX_BYTES:
+        return None
+    found = []
+    for offset, raw in zip(offsets, raws, strict=True):
+        # the data must be exactly the array's bytes at one place, or no template
+        if offset is None or image[offset:offset + raw.nbytes] != raw.tobytes():
+            return None
+        found.append(offset)
+    return image, tuple(found)
 
 
 def write_variables(grp: h5py.Group, variables: Sequence[Variable]) -> None:
@@ -174,7 +259,8 @@ def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
             did = _create(fh, dim, coord_vars[dim][1])
             h5ds.set_scale(did, dim.encode())
         else:
-            did = h5d.create(fh.id, dim.encode(), h5t.IEEE_F32BE, h5s.create_simple((n,)))
+            did = h5d.create(fh.id, dim.encode(), h5t.IEEE_F32BE, h5s.create_simple((n,)),
+                             dcpl=_dcpl())
             h5ds.set_scale(did, _NOT_A_VARIABLE + f"{n:10}".encode())
         scales[dim] = did
     written = set(scales)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
 
@@ -163,3 +164,65 @@ def test_payloads_built_in_memory_by_many_threads_stay_apart(tmp_path: Any) -> N
     for i in range(200):
         np.testing.assert_array_equal(hdf5.read_payload(str(tmp_path / f"f_{i}.h5"))["result_0"],
                                       np.full(50, float(i)))
+
+
+TEMPLATED = [
+    pytest.param(lambda i: float(i), id="float"),
+    pytest.param(lambda i: np.int32(i), id="int32"),
+    pytest.param(lambda i: i % 2 == 0, id="bool"),
+    pytest.param(lambda i: np.arange(24.0).reshape(2, 3, 4) * i, id="3-D"),
+    pytest.param(lambda i: (np.full(3, i, dtype=">i8"), i + 1j, np.full((2, 2), i, "u2")),
+                 id="big-endian, complex, uint16"),
+    pytest.param(lambda i: np.array(["2026-01-01", "2026-06-01"], "M8[ns]") + i, id="datetime"),
+    pytest.param(lambda i: np.array([1, 2], dtype="m8[ms]") * i, id="timedelta"),
+    pytest.param(lambda i: xr.DataArray(np.arange(3.0) + i, dims="time"), id="dims only"),
+    pytest.param(lambda i: np.arange(4.0)[::2] + i, id="strided"),
+]
+
+
+@pytest.mark.parametrize("make", TEMPLATED)
+def test_payloads_from_a_template_are_byte_for_byte_what_hdf5_writes(
+        tmp_path: Any, make: Any) -> None:
+    hdf5._templates.clear()
+    paths = [str(tmp_path / f"f_{i}.h5") for i in range(3)]
+    for i, path in enumerate(paths):
+        hdf5.write_payload(path, to_variables(make(i)))
+    assert [t for t in hdf5._templates.values() if t is not None]  # the template was used
+    for i, path in enumerate(paths):
+        with open(path, "rb") as fh:
+            assert fh.read() == hdf5._file_image(to_variables(make(i)))
+        want = make(i)
+        want = list(want) if isinstance(want, tuple) else [want]
+        got = hdf5.read_payload(path)
+        for k, w in enumerate(want):
+            np.testing.assert_array_equal(got[f"result_{k}"], np.asarray(w))
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(lambda i: f"text {i}", id="str"),
+    pytest.param(lambda i: xr.DataArray([i], dims="x", coords={"x": [i]}), id="coordinate"),
+    pytest.param(lambda i: xr.DataArray([i], dims="x", attrs={"i": i}), id="attribute"),
+    pytest.param(lambda i: np.full(20_000, float(i)), id="over the template size"),
+])
+def test_payloads_a_template_cannot_hold_are_written_by_hdf5(tmp_path: Any, value: Any) -> None:
+    hdf5._templates.clear()
+    for i in range(3):
+        path = str(tmp_path / f"f_{i}.h5")
+        hdf5.write_payload(path, to_variables(value(i)))
+        with open(path, "rb") as fh:
+            assert fh.read() == hdf5._file_image(to_variables(value(i)))
+    assert not [t for t in hdf5._templates.values() if t is not None]
+
+
+def test_the_same_values_give_the_same_bytes_at_any_time(tmp_path: Any, monkeypatch: Any) -> None:
+    # HDF5 records object times by default; payloads do not (templates rely on it)
+    monkeypatch.setattr(hdf5, "_TEMPLATE_MAX_BYTES", 0)  # no templates: HDF5 writes each
+    value = (np.arange(3.0), xr.DataArray([1, 2], dims="x", coords={"x": [5, 6]}))
+    images = []
+    for k, limit in enumerate([hdf5._IMAGE_MAX_BYTES, 0, hdf5._IMAGE_MAX_BYTES, 0]):
+        monkeypatch.setattr(hdf5, "_IMAGE_MAX_BYTES", limit)  # in memory, then in place
+        hdf5.write_payload(str(tmp_path / f"f_{k}.h5"), to_variables(value))
+        with open(tmp_path / f"f_{k}.h5", "rb") as fh:
+            images.append(fh.read())
+        time.sleep(1.1)  # into the next second
+    assert images[0] == images[2] and images[1] == images[3]
