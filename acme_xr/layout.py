@@ -24,9 +24,8 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from .errors import (
@@ -38,9 +37,14 @@ from .errors import (
 )
 from .manifest import DONE, MANIFEST_NAME, Manifest
 from .options import Options
-from .storage import hdf5
 from .storage import zarr as zarr_store
 from .storage.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import h5py
+
+# h5py and the HDF5 storage are imported where they are used: a run kept in memory never
+# needs them, and their import is a tenth of a second of a cold start.
 
 __all__ = ["RunLayout", "remove_old_runs"]
 
@@ -218,6 +222,8 @@ class RunLayout:
             return None
         if self.mode == "zarr":
             return self._finalize_store(manifest)
+        from .storage import hdf5
+
         done = [int(i) for i in manifest.indices(DONE) if manifest.fmt[i] == "h5"]
         assert self.container is not None
         virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
@@ -272,6 +278,8 @@ class RunLayout:
         Calls merged by an earlier (interrupted, then resumed) compute have no per-call
         file any more: they are copied from the previous ``<func>.h5``.
         """
+        import h5py
+
         axis = None if self.result_shape is None else self.result_shape.index(None)
         assert self.container is not None
         with contextlib.ExitStack() as stack:
@@ -283,6 +291,10 @@ class RunLayout:
 
     def _merge_into(self, manifest: Manifest, done: list[int], axis: int | None,
                     old: h5py.File | None) -> None:
+        import h5py
+
+        from .storage import hdf5
+
         with atomic_path(self.container) as tmp:  # type: ignore[arg-type]
             with h5py.File(tmp, "w") as dst:
                 stacked = None

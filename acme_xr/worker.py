@@ -32,13 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import h5py
 import numpy as np
 
 from .errors import ResultShapeError, StorageError
 from .inputs import CallPlan
 from .manifest import var_meta
-from .storage import hdf5, pickled
+from .storage import pickled
 from .storage.values import NotStorable, Variable, to_variables
 from .storage.zarr import ZarrStore
 
@@ -193,6 +192,10 @@ def existing_payload(spec: WriteSpec, i: int,
         return None
     h5 = spec.payload(i, "h5")
     if spec.mode in ("hdf5", "zarr") and os.path.exists(h5):
+        import h5py
+
+        from .storage import hdf5
+
         try:
             with h5py.File(h5, "r") as fh:
                 return "h5", hdf5.scan_group(fh, templates)
@@ -275,6 +278,8 @@ class Runner:
         if spec.mode == "pickle":
             self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
             return "pickle", None
+        from .storage import hdf5  # here: a worker of a run in memory never needs h5py
+
         try:
             variables = to_variables(result)
             if spec.result_shape is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import tomllib
@@ -48,3 +49,35 @@ def test_command_line_version() -> None:
     import acme_xr
 
     assert out.strip() == f"acme_xr {acme_xr.__version__}"
+
+
+def test_the_installed_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    import acme_xr
+
+    assert version("acme_xr") == acme_xr.__version__
+
+
+def test_a_run_in_memory_imports_no_storage_library() -> None:
+    # h5py is a tenth of a second of every cold start (client and each worker): runs that
+    # keep results in memory must not pay it
+    code = (
+        "import sys\n"
+        "from distributed import Client, LocalCluster\n"
+        "from acme_xr import ParallelMap\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "if __name__ == '__main__':\n"
+        "    with Client(LocalCluster(n_workers=1, dashboard_address=None)) as client:\n"
+        "        out = ParallelMap(double, [1, 2, 3], write_worker_results=False,\n"
+        "                          verbose=False).compute()\n"
+        "        assert list(out) == [2, 4, 6], out\n"
+        "        lib = ('h5py', 'zarr', 'xarray')\n"
+        "        seen = client.run(lambda: [m for m in lib if m in sys.modules])\n"
+        "        assert seen and all(v == [] for v in seen.values()), seen\n"
+        "        assert not [m for m in lib if m in sys.modules], 'imported by the client'\n"
+    )
+    script = Path(tempfile.mkdtemp()) / "memory_run.py"
+    script.write_text(code)
+    subprocess.run([sys.executable, str(script)], check=True, cwd=script.parent, timeout=120)
