@@ -26,7 +26,7 @@ INCL, EXCL, IMPORTS, WALL = ("W4 cold start, imports included",
 report.declare(INCL, "W4 cold start to first result, one call, imports included "
                "(measured inside a fresh process)", BARE)
 report.declare(EXCL, "W4 cold start to first result, one call, imports excluded", BARE)
-report.declare(IMPORTS, "W4 the imports alone (bare: distributed; acme_xr: acme_xr + "
+report.declare(IMPORTS, "W4 the imports alone (bare: distributed; acme_xr: ParallelMap + "
                "distributed)", BARE)
 report.declare(WALL, "W4 whole subprocess as the parent sees it (python start-up, "
                "imports, run, exit)", BARE)
