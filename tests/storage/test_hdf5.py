@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from typing import Any
@@ -11,6 +13,8 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from acme_xr.storage import hdf5
 from acme_xr.storage.atomic import TMP_SUFFIX, atomic_path, remove_stale_temporaries
@@ -226,3 +230,29 @@ def test_the_same_values_give_the_same_bytes_at_any_time(tmp_path: Any, monkeypa
             images.append(fh.read())
         time.sleep(1.1)  # into the next second
     assert images[0] == images[2] and images[1] == images[3]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(["f8", "f4", "i8", "i2", "u1", "?", "c16", ">f8", "M8[s]", "m8[us]"]),
+    shape=st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple),
+    n_values=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_any_template_payload_is_what_hdf5_writes(dtype: str, shape: tuple[int, ...],
+                                                  n_values: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+
+    def make() -> tuple[np.ndarray, ...]:
+        raw = rng.integers(0, 100, size=shape)
+        return tuple(raw.astype(np.dtype(dtype)) for _ in range(n_values))
+
+    hdf5._templates.clear()
+    directory = tempfile.mkdtemp()
+    values = [make() for _ in range(3)]
+    for i, value in enumerate(values):
+        hdf5.write_payload(os.path.join(directory, f"f_{i}.h5"), to_variables(value))
+    for i, value in enumerate(values):
+        with open(os.path.join(directory, f"f_{i}.h5"), "rb") as fh:
+            assert fh.read() == hdf5._file_image(to_variables(value))
+    shutil.rmtree(directory)
