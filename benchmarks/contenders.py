@@ -4,12 +4,13 @@ plain-process floor. Each function does exactly what a user of that tool would w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import workloads
@@ -22,6 +23,7 @@ __all__ = [
     "JOBLIB",
     "FLOOR",
     "run_acme_xr",
+    "acme_xr_run",
     "run_esi_acme",
     "run_dask_map",
     "run_joblib",
@@ -44,6 +46,18 @@ def run_acme_xr(func: Callable[..., Any], inputs: list[Any], out_dir: str | None
         func, inputs, write_worker_results=out_dir is not None, output_dir=out_dir,
         verbose=False,
     ).compute()
+
+
+@contextlib.contextmanager
+def acme_xr_run(directory: str, func: Callable[..., Any], n: int) -> Iterator[str]:
+    """A run directory ``directory/run`` written by acme_xr (``func`` over ``range(n)``),
+    removed afterwards: the input of the reading benchmarks."""
+    run_dir = os.path.join(directory, "run")
+    run_acme_xr(func, list(range(n)), run_dir)
+    try:
+        yield run_dir
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @functools.cache

@@ -16,7 +16,7 @@ import pytest
 import readers
 import report
 import workloads
-from contenders import run_acme_xr
+from contenders import acme_xr_run
 
 N_CALLS = 64
 GROUP = "W3 mean of W2 results"
@@ -28,13 +28,9 @@ report.declare(GROUP, "W3 aggregation: mean over 'call' of 64 x 8 MB results wri
 
 @pytest.fixture(scope="module")
 def w2_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run_dir = str(tmp_path_factory.mktemp("w3") / "run")
     # no client is running here: acme_xr starts (and closes) its own local cluster
-    run_acme_xr(workloads.block, list(range(N_CALLS)), run_dir)
-    yield run_dir
-    import shutil
-
-    shutil.rmtree(run_dir, ignore_errors=True)
+    with acme_xr_run(str(tmp_path_factory.mktemp("w3")), workloads.block, N_CALLS) as run_dir:
+        yield run_dir
 
 
 @pytest.mark.parametrize("contender", [
@@ -48,13 +44,6 @@ def test_w3_mean(benchmark: Any, w2_run: str, contender: str) -> None:
         def target() -> np.ndarray:
             return readers.h5py_mean(paths)
     else:
-        try:
-            readers.open_results(w2_run)
-        except ImportError as exc:
-            report.note(f"W3 and issue 3 open_results rows: acme_xr.open_results is not "
-                        f"importable yet ({exc})")
-            pytest.skip(f"acme_xr.open_results is not importable yet: {exc}")
-
         def target() -> np.ndarray:
             return readers.open_results_mean(w2_run)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 import readers
 import report
 import workloads
-from contenders import run_acme_xr
+from contenders import acme_xr_run
 
 N_CALLS = 10_000
 OPEN, MEAN, PEAK = "I3 open 10,000 calls", "I3 mean 10,000 calls", "I3 peak memory"
@@ -43,10 +42,8 @@ report.declare(PEAK, "Issue 3, peak memory of open + mean in a fresh process (ti
 
 @pytest.fixture(scope="module")
 def run_10k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run_dir = str(tmp_path_factory.mktemp("i3") / "run")
-    run_acme_xr(workloads.cells, list(range(N_CALLS)), run_dir)
-    yield run_dir
-    shutil.rmtree(run_dir, ignore_errors=True)
+    with acme_xr_run(str(tmp_path_factory.mktemp("i3")), workloads.cells, N_CALLS) as run_dir:
+        yield run_dir
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +51,7 @@ def expected_mean(run_10k: str) -> np.ndarray:
     return np.mean([workloads.cells(i)[0] for i in range(N_CALLS)], axis=0)
 
 
-def _need_open_results(run_dir: str) -> None:
-    try:
-        readers.open_results(run_dir)
-    except ImportError as exc:
-        report.note(f"W3 and issue 3 open_results rows: acme_xr.open_results is not "
-                    f"importable yet ({exc})")
-        pytest.skip(f"acme_xr.open_results is not importable yet: {exc}")
-
-
 def test_i3_open_results(benchmark: Any, run_10k: str) -> None:
-    _need_open_results(run_10k)
     opened: list[Any] = []
 
     def target() -> None:
@@ -118,8 +105,6 @@ def test_i3_mean(benchmark: Any, run_10k: str, expected_mean: np.ndarray,
         def target() -> np.ndarray:
             return readers.h5py_mean(paths)
     else:
-        _need_open_results(run_10k)
-
         def target() -> np.ndarray:
             return readers.open_results_mean(run_10k)
 
@@ -132,8 +117,6 @@ def test_i3_mean(benchmark: Any, run_10k: str, expected_mean: np.ndarray,
 @pytest.mark.parametrize("contender", ["h5py loop", "open_results + mean"])
 def test_i3_peak_memory(benchmark: Any, run_10k: str, contender: str) -> None:
     mode = "h5py_loop" if contender == "h5py loop" else "open_results"
-    if mode == "open_results":
-        _need_open_results(run_10k)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_memory.py")
     out: dict[str, Any] = {}
 

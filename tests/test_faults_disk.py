@@ -6,6 +6,7 @@ reason), so that ENOSPC comes from a real file system, to the real worker proces
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -26,7 +27,9 @@ from acme_xr.storage.hdf5 import read_payload
 from .conftest import listing
 
 
-def mount_tmpfs(path: Any, options: str) -> None:
+@contextlib.contextmanager
+def mounted_tmpfs(path: Any, options: str) -> Iterator[Any]:
+    """A tmpfs mounted at ``path`` for the duration (skips the test where it cannot be)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     path.mkdir(exist_ok=True)
@@ -34,23 +37,23 @@ def mount_tmpfs(path: Any, options: str) -> None:
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here: {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture
 def small_disk(tmp_path: Any) -> Iterator[Any]:
     """A 2 MiB file system."""
-    disk = tmp_path / "disk"
-    mount_tmpfs(disk, "size=2m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with mounted_tmpfs(tmp_path / "disk", "size=2m") as disk:
+        yield disk
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Any) -> Iterator[Any]:
-    disk = tmp_path / "ro"
-    mount_tmpfs(disk, "ro,size=1m")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
+        yield disk
 
 
 def chunk(i: int) -> np.ndarray:

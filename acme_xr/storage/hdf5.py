@@ -131,7 +131,7 @@ def write_payload(path: str, variables: Sequence[Variable]) -> None:
         When the variables contradict each other (one dimension with two sizes).
     """
     if sum(v.data.nbytes for v in variables) <= _IMAGE_MAX_BYTES:
-        image = _from_template(variables)
+        image: bytes | bytearray | None = _from_template(variables)
         if image is None:
             image = _file_image(variables)
         with atomic_path(path) as tmp:
@@ -197,7 +197,7 @@ def _raw(var: Variable) -> np.ndarray | None:
     return None if h5dtype is not None else np.ascontiguousarray(data)
 
 
-def _from_template(variables: Sequence[Variable]) -> bytes | None:
+def _from_template(variables: Sequence[Variable]) -> bytes | bytearray | None:
     """The image of ``variables`` from a template, or None (built with HDF5 instead)."""
     raws = []
     for var in variables:
@@ -219,7 +219,7 @@ def _from_template(variables: Sequence[Variable]) -> bytes | None:
     image = bytearray(template[0])
     for offset, raw in zip(template[1], raws, strict=True):
         image[offset:offset + raw.nbytes] = raw.tobytes()
-    return bytes(image)
+    return image
 
 
 def _make_template(variables: Sequence[Variable], raws: Sequence[np.ndarray],
