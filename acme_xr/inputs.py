@@ -85,10 +85,10 @@ class Argument:
             return self.value[(slice(None),) * self.axis + (i,)]
         return self.value[i]
 
-    def labels(self) -> list[Any]:
-        """The element of each call, as scalars where the value holds scalars."""
+    def labels(self) -> np.ndarray | list[Any]:
+        """The element of each call (of an array: its elements, whatever the split axis)."""
         if isinstance(self.value, np.ndarray):
-            return list(self.value.reshape(-1))
+            return self.value.reshape(-1)
         return list(self.value)
 
 
@@ -153,6 +153,10 @@ class CallPlan:
         out: dict[str, np.ndarray] = {}
         for arg in self.split_arguments:
             values = arg.labels()
+            if isinstance(values, np.ndarray):
+                if values.dtype.kind in "biufcUSMm":
+                    out[arg.name] = values
+                continue
             if all(_is_scalar_label(v) for v in values):
                 arr = np.asarray(values)
                 if arr.ndim == 1 and arr.dtype.kind in "biufcUSMm":
