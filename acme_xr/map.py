@@ -51,7 +51,7 @@ class ParallelMap:
     *args, **kwargs
         Its arguments. A list/tuple/range of length ``n_inputs`` or an array that squeezes
         to 1-D with ``n_inputs`` elements is split (element ``i`` to call ``i``); anything
-        else goes whole to every call.
+        else goes whole to every call. Each call gets them as given: by position or by name.
     n_inputs : int or "auto"
         Number of calls; inferred from the arguments when unambiguous.
     write_worker_results : bool

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from acme_xr import ParallelMap
@@ -184,7 +184,9 @@ def test_every_call_receives_what_a_direct_call_would(binding: Any) -> None:
         with pytest.raises(SignatureError):
             distribute(func, args, kwargs, N, seed=seed)
         assert str(exc)
+        event("refused")
         return
+    event(f"{len(args)} by position, {len(kwargs)} by name" + (", seeded" if seeded else ""))
     plan = distribute(func, args, kwargs, N, seed=seed)
     runner = Runner.from_plan(plan, WriteSpec("memory"))
     for i in range(N):
