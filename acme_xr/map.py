@@ -28,6 +28,7 @@ from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
 from .runlog import run_logging
+from .seeds import seed_record
 from .storage.atomic import remove_stale_temporaries
 from .worker import Runner, WriteSpec, split_values_for
 
@@ -50,7 +51,7 @@ class ParallelMap:
     *args, **kwargs
         Its arguments. A list/tuple/range of length ``n_inputs`` or an array that squeezes
         to 1-D with ``n_inputs`` elements is split (element ``i`` to call ``i``); anything
-        else goes whole to every call.
+        else goes whole to every call. Each call gets them as given: by position or by name.
     n_inputs : int or "auto"
         Number of calls; inferred from the arguments when unambiguous.
     write_worker_results : bool
@@ -111,6 +112,15 @@ class ParallelMap:
         refused (``RunExistsError``).
     batch_size : int or "auto"
         Calls per dask task ("auto": sized so that a task runs ~0.2 s).
+    seed : int or numpy.random.SeedSequence, optional
+        Give every call its own reproducible random stream: ``func`` must then have a
+        parameter ``rng``, which receives ``numpy.random.default_rng(SeedSequence(seed,
+        spawn_key=(i,)))`` in call ``i`` (the ``i``-th child of ``SeedSequence(seed)``;
+        of a SeedSequence given here, its child ``i``). The numbers a call draws depend on
+        the seed and the call index only, not on batching, workers, retries (each attempt
+        starts the stream anew) or resuming, which needs the same seed. A seed for a
+        function without an ``rng`` parameter raises ``InputError``; passing ``rng``
+        yourself as well raises ``SignatureError``.
 
     Attributes
     ----------
@@ -163,6 +173,7 @@ class ParallelMap:
         call_timeout: float | None = None,
         resume: bool = False,
         batch_size: int | str = "auto",
+        seed: int | np.random.SeedSequence | None = None,
         **kwargs: Any,
     ) -> None:
         self.options = validate_options(
@@ -187,8 +198,9 @@ class ParallelMap:
             call_timeout=call_timeout,
             resume=resume,
             batch_size=batch_size,
+            seed=seed,
         )
-        self.plan = distribute(func, args, kwargs, n_inputs)
+        self.plan = distribute(func, args, kwargs, n_inputs, seed=self.options.seed)
         self.func = func
         self.n_inputs = self.plan.n_inputs
         self.results_container: str | None = None
@@ -331,6 +343,7 @@ class ParallelMap:
                 "module": getattr(self.func, "__module__", None),
             },
             "fingerprint": self._fingerprint(),
+            "seed": seed_record(o.seed),
             "storage": layout.mode if layout is not None else "memory",
             **(layout.locations() if layout is not None else {}),
             "result_shape": None if o.result_shape is None else [
@@ -497,7 +510,7 @@ def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
             if theirs.get(key) != ours[key]]
     if manifest.n_inputs != n_inputs:
         what.append(f"the number of calls ({manifest.n_inputs} recorded, {n_inputs} now)")
-    for key in ("storage", "payload", "result_shape", "result_dtype"):
+    for key in ("seed", "storage", "payload", "result_shape", "result_dtype"):
         if manifest.header.get(key) != header.get(key):
             what.append(f"{key} ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
     if what:

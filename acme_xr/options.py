@@ -27,6 +27,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .errors import InputError, InputTypeError
+from .seeds import check_seed
 
 __all__ = ["Options", "validate_options", "STORAGES"]
 
@@ -58,6 +59,7 @@ class Options:
     call_timeout: float | None = None
     resume: bool = False
     batch_size: int | str = "auto"
+    seed: np.random.SeedSequence | None = None
 
     @property
     def stacking_axis(self) -> int | None:
@@ -164,6 +166,7 @@ def validate_options(**kw: Any) -> Options:
     values["batch_size"] = _int("batch_size", values["batch_size"], 1, allow=("auto",))
     values["retries"] = _int("retries", values["retries"], 0)
     values["call_timeout"] = _seconds("call_timeout", values["call_timeout"], allow_none=True)
+    values["seed"] = check_seed(values["seed"])
     st = values["setup_timeout"]
     if isinstance(st, bool) or not isinstance(st, numbers.Real) or st < 0:
         raise InputError(f"setup_timeout={st!r} is not valid: give a number of seconds >= 0")

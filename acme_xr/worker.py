@@ -37,6 +37,7 @@ import numpy as np
 from .errors import ResultShapeError, StorageError
 from .inputs import CallPlan
 from .manifest import var_meta
+from .seeds import call_rng
 from .storage import pickled
 from .storage.values import NotStorable, Variable, to_variables
 from .storage.zarr import ZarrStore
@@ -216,7 +217,8 @@ class Runner:
     """The user function plus everything every call shares; shipped once per worker.
 
     ``positional``/``keyword`` hold ``(True, k)`` for the ``k``-th split argument and
-    ``(False, value)`` for a value that every call gets whole.
+    ``(False, value)`` for a value that every call gets whole; they keep the user's call
+    form (given by position stays positional, given by name stays a keyword).
     """
 
     func: Callable[..., Any]
@@ -225,6 +227,8 @@ class Runner:
     task_id: bool
     spec: WriteSpec
     retries: int = 0
+    # seed= of the run: the ``rng`` parameter gets call i's own Generator
+    seed: np.random.SeedSequence | None = None
     call_timeout: float | None = None
     # debug mode: let the user's exception propagate instead of recording it
     reraise: bool = False
@@ -252,14 +256,24 @@ class Runner:
             task_id=plan.task_id,
             spec=spec,
             retries=retries,
+            seed=plan.seed,
             call_timeout=call_timeout,
         )
 
     def arguments(self, i: int, split: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword arguments of call ``i`` in the form the user gave them
+        (``split``: the call's values of the split arguments).
+
+        Called once per attempt: with a seed, every attempt of call ``i`` gets a new
+        Generator at the start of the call's stream, so a retry draws what the first
+        attempt drew.
+        """
         args = tuple(split[v] if s else v for s, v in self.positional)
         kwargs = {k: (split[v] if s else v) for k, (s, v) in self.keyword.items()}
         if self.task_id:
             kwargs["taskID"] = i
+        if self.seed is not None:
+            kwargs["rng"] = call_rng(self.seed, i)
         return args, kwargs
 
     def store(self, i: int, result: Any, out: BatchResult) -> tuple[str | None, Any]:

@@ -51,12 +51,16 @@ def ftask(x: Any, taskID: Any = None) -> Any:  # noqa: N803 - ACME's name
     return taskID
 
 
+def frng(x: Any, rng: Any = None) -> Any:
+    return x if rng is None else rng.random()
+
+
 class Callable_:  # noqa: N801 - a callable object, not a function
     def __call__(self, x: Any) -> Any:
         return x
 
 
-FUNCS = [f1, f2, f3, fvar, fkwonly, ftask, Callable_(), lambda x, y=2: x, np.sqrt, len,
+FUNCS = [f1, f2, f3, fvar, fkwonly, ftask, frng, Callable_(), lambda x, y=2: x, np.sqrt, len,
          # not callable at all
          3, "f1", None, [f1]]
 
@@ -113,6 +117,9 @@ OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "resume": st.one_of(st.booleans(), st.just("yes")),
     "batch_size": st.one_of(st.just("auto"), st.integers(-1, 10), st.sampled_from(["big", 2.0])),
     "cleanup_threshold_days": st.one_of(st.none(), st.integers(-2, 3), st.just("x")),
+    "seed": st.one_of(st.none(), st.integers(-2, 2**70),
+                      st.sampled_from([1.5, "3", True, np.random.SeedSequence(1),
+                                       np.random.default_rng(0)])),
 }
 
 
@@ -129,7 +136,7 @@ def calls(draw: Any, options: dict[str, st.SearchStrategy[Any]]) -> tuple[Any, .
     func = draw(st.sampled_from(FUNCS))
     args = draw(st.lists(values, max_size=3))
     user_kwargs = draw(st.dictionaries(
-        st.sampled_from(["x", "y", "z", "scale", "taskID", "bogus"]), values, max_size=2))
+        st.sampled_from(["x", "y", "z", "scale", "taskID", "rng", "bogus"]), values, max_size=2))
     opts = draw(st.fixed_dictionaries({}, optional=options))
     return func, args, user_kwargs, opts
 
@@ -181,12 +188,13 @@ RUN_OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "resume": st.booleans(),
     "batch_size": st.one_of(st.just("auto"), st.integers(1, 5)),
     "cleanup_threshold_days": st.sampled_from([None, 0, 1]),
+    "seed": st.sampled_from([None, 0, 7]),
 }
 
 
 @st.composite
 def friendly_calls(draw: Any) -> tuple[Any, ...]:
-    func = draw(st.sampled_from([f1, f2, f3, fvar, fkwonly, ftask]))
+    func = draw(st.sampled_from([f1, f2, f3, fvar, fkwonly, ftask, frng]))
     args = draw(st.lists(friendly, min_size=1, max_size=3))
     user_kwargs = draw(st.dictionaries(st.sampled_from(["y", "z", "scale"]), friendly,
                                        max_size=1))
