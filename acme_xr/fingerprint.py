@@ -459,7 +459,7 @@ class _Hasher:
                 self.value(member)
 
     def _module(self, module: types.ModuleType, names: frozenset[str]) -> None:
-        package = _package(module.__name__)
+        package = _package(module.__name__, module)
         if package is not None:
             self.text("package", f"{package} {module.__name__}")
             return
@@ -533,32 +533,44 @@ def _install_dirs() -> tuple[str, ...]:
     return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs))
 
 
-@functools.cache
-def _package(module: str | None) -> str | None:
-    """``"<name> <version>"`` when ``module`` belongs to an installed package or the
-    standard library, None when it is the user's own code (hashed by its code)."""
+def _package(module: str | None, obj: types.ModuleType | None = None) -> str | None:
+    """``"<name> <version>"`` when ``module`` (or the module object ``obj``) belongs to an
+    installed package or the standard library, None when it is the user's own code."""
     if module is None:
         return None
     top = module.partition(".")[0]
-    python = f"python {sys.version_info[0]}.{sys.version_info[1]}"
     if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
-        return python
-    mod = sys.modules.get(top)
+        return f"python {sys.version_info[0]}.{sys.version_info[1]}"
+    mod = obj if obj is not None and module == top else sys.modules.get(top)
     if mod is None:
         return None
-    files = [getattr(mod, "__file__", None), *getattr(mod, "__path__", [])]
-    files = [os.path.realpath(f) for f in files if isinstance(f, str)]
-    parts = {p for f in files for p in f.split(os.sep)}
-    if not files or not ("site-packages" in parts or "dist-packages" in parts
-                         or any(f.startswith(_install_dirs()) for f in files)):
-        return None
+    files = tuple(f for f in (getattr(mod, "__file__", None), *getattr(mod, "__path__", []))
+                  if isinstance(f, str))
     version = getattr(mod, "__version__", None)
-    if not isinstance(version, str):
+    # keyed by what a re-import may change, so that a reloaded package is seen anew
+    return _installed_package(top, files, version if isinstance(version, str) else None)
+
+
+@functools.cache
+def _installed_package(top: str, files: tuple[str, ...], version: str | None) -> str | None:
+    paths = [os.path.realpath(f) for f in files]
+    parts = {p for f in paths for p in f.split(os.sep)}
+    if not paths or not ("site-packages" in parts or "dist-packages" in parts
+                         or any(f.startswith(_install_dirs()) for f in paths)):
+        return None
+    if version is None:
         from importlib import metadata
 
-        dists = metadata.packages_distributions().get(top, [])
+        dists = _distributions().get(top, [])
         try:
             version = metadata.version(dists[0]) if dists else "unknown"
         except metadata.PackageNotFoundError:
             version = "unknown"
     return f"{top} {version}"
+
+
+@functools.cache
+def _distributions() -> Any:
+    from importlib import metadata
+
+    return metadata.packages_distributions()  # scans every installed package: once
