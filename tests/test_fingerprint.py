@@ -370,10 +370,10 @@ def test_an_array_counts_by_all_its_bytes(arr: np.ndarray, data: Any) -> None:
 
 def test_a_strided_array_is_hashed_a_slab_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A non-contiguous array is hashed in slabs (small copies), equal to its C copy."""
-    from acme_xr import fingerprint
+    from acme_xr import fingerprint, hashing
     from acme_xr.inputs import distribute
 
-    monkeypatch.setattr(fingerprint, "_SLAB", 1000)
+    monkeypatch.setattr(hashing, "_SLAB", 1000)
     big = np.arange(60 * 70, dtype=np.float64).reshape(60, 70)
     strided = np.asfortranarray(big)
     assert not strided.flags.c_contiguous
