@@ -394,7 +394,7 @@ def _install_dirs() -> tuple[str, ...]:
 def _package(module: str | None, obj: types.ModuleType | None = None) -> str | None:
     """``"<name> <version>"`` when ``module`` (or the module object ``obj``) belongs to an
     installed package or the standard library, None when it is the user's own code."""
-    if module is None:
+    if module is None or module == "__main__":  # a script, python -c, a notebook: the user's
         return None
     top = module.partition(".")[0]
     if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):

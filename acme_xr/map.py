@@ -358,6 +358,8 @@ class ParallelMap:
         # is refused (unless forced)
         if getattr(self, "_fingerprints", None) is None:
             self._fingerprints = run_identity(self.func, self.plan, on_error="record")
+            for problem in self._fingerprints.get("errors", {}).values():
+                log.info("this run can be resumed only with resume='force': %s", problem)
         return dict(self._fingerprints)
 
     def _previous_run(self, layout: RunLayout) -> Manifest:
