@@ -1,7 +1,7 @@
 """Resume identity across processes and launch styles, and resumes run end to end.
 
 A script creates a run with ``python script.py``; the same source resumes it with
-``python -c`` and ``python -m`` (accepted), a changed closure constant is refused, and
+``python -c``, ``python -m`` and imported from another script (accepted), a changed closure constant is refused, and
 ``resume="force"`` takes it with a warning. The calls run with ``compute(debug=True)``:
 this is about the identity, not the cluster, and keeps each process small and quick.
 """
@@ -47,15 +47,24 @@ def make(k):
     return f
 
 
-if __name__ == "__main__":
-    out, mode = sys.argv[1], sys.argv[2]
+def main(out, mode):
     resume = {{"new": False, "resume": True, "force": "force"}}[mode]
     # a partial (its repr holds a memory address) of a closure over K
     func = functools.partial(make(K), settings=Settings(30.0))
     pmap = ParallelMap(func, [1, 2], np.linspace(0.0, 1.0, 6000), n_inputs=2,
                        output_dir=out, resume=resume, verbose=False, setup_interactive=False)
     print(len(pmap.compute(debug=True)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
 '''
+
+IMPORTED = """if __name__ == "__main__":
+    import sys
+    import runmod
+    runmod.main(sys.argv[1], sys.argv[2])
+"""
 
 
 def launch(tmp_path: Path, style: str, source: str, mode: str) -> subprocess.CompletedProcess[str]:
@@ -63,9 +72,10 @@ def launch(tmp_path: Path, style: str, source: str, mode: str) -> subprocess.Com
     if style == "script":
         (tmp_path / "script.py").write_text(source)
         cmd = [sys.executable, "script.py", out, mode]
-    elif style == "module":
+    elif style in ("module", "imported"):  # the function's module: __main__, runmod
         (tmp_path / "runmod.py").write_text(source)
-        cmd = [sys.executable, "-m", "runmod", out, mode]
+        cmd = [sys.executable, *(["-m", "runmod"] if style == "module" else ["-c", IMPORTED]),
+               out, mode]
     else:
         cmd = [sys.executable, "-c", source, out, mode]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -88,7 +98,7 @@ def test_a_script_resumes_across_launch_styles_and_refuses_a_changed_closure(
     before = payload_times(out)
     assert len(before) == 2
 
-    for style in ("command", "module", "script"):
+    for style in ("command", "module", "imported", "script"):
         again = launch(tmp_path, style, same, "resume")
         assert again.returncode == 0, f"{style}: {again.stderr}"
         assert again.stdout.strip() == "2"
