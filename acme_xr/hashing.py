@@ -9,6 +9,7 @@ packages by name and version, other objects by what they pickle to (``__reduce_e
 from __future__ import annotations
 
 import builtins
+import copyreg
 import functools
 import hashlib
 import inspect
@@ -202,8 +203,9 @@ class Hasher:
 
     def _instance(self, obj: Any) -> None:
         self.value(type(obj))
-        try:
-            reduced = obj.__reduce_ex__(4)
+        try:  # as pickle does: a reducer registered with copyreg first (re.Pattern)
+            registered = copyreg.dispatch_table.get(type(obj))
+            reduced = registered(obj) if registered is not None else obj.__reduce_ex__(4)
         except Exception as exc:  # noqa: BLE001 - whatever pickling raises
             raise self.fail(obj, f"it cannot be pickled ({type(exc).__name__}: {exc})") from exc
         if isinstance(reduced, str):  # a module-level singleton, pickled by name

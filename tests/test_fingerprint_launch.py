@@ -155,3 +155,61 @@ def test_an_identical_partial_resumes(client: Any, tmp_path: Path) -> None:
     files = ParallelMap(functools.partial(make_closure(2.0), flags=str(flags)), [0, 1, 2],
                         output_dir=out, resume=True).compute()
     assert len(files) == 3 and all(os.path.exists(f) for f in files)
+
+
+VALUES = '''
+import collections, dataclasses, datetime, decimal, enum, fractions, functools, pathlib, re
+import numpy as np, pandas as pd, xarray as xr
+from acme_xr.fingerprint import func_fingerprint, inputs_fingerprint
+from acme_xr.inputs import distribute
+
+P = collections.namedtuple("P", "a b")
+
+
+@dataclasses.dataclass(frozen=True)
+class D:
+    a: int
+    b: tuple = (1, 2)
+
+
+class E(enum.IntEnum):
+    X = 1
+
+
+def f(x, extra):
+    return x
+
+
+values = {
+    "namedtuple": P(1, "x"), "dataclass": D(3), "enum": E.X, "path": pathlib.Path("/a/b"),
+    "datetime": datetime.datetime(2020, 1, 2, 3, 4), "decimal": decimal.Decimal("1.5"),
+    "fraction": fractions.Fraction(1, 3), "ordered": collections.OrderedDict(a=1),
+    "defaultdict": collections.defaultdict(list, a=[1]), "counter": collections.Counter("abc"),
+    "frozenset": frozenset({"a", "b", "c", 1.5}), "series": pd.Series([1, 2]),
+    "dataframe": pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}),
+    "dataset": xr.Dataset({"v": ("t", np.arange(3.0))}, coords={"t": [1, 2, 3]}),
+    "generator": np.random.default_rng(0), "regex": re.compile("a+"),
+    "masked": np.ma.masked_array([1, 2], mask=[0, 1]),
+    "structured": np.zeros(3, dtype=[("a", "f4"), ("b", "U3")]),
+    "objects": np.array([{"a": 1}, None], dtype=object), "type": int, "function": np.mean,
+    "partial": functools.partial(np.sum, axis=0),
+}
+for name, value in values.items():
+    print(name, inputs_fingerprint(distribute(f, ([1, 2], value), {}, 2)))
+print("func", func_fingerprint(functools.partial(f, extra=D(1))))
+'''
+
+
+def test_values_of_many_kinds_hash_alike_in_every_process(tmp_path: Path) -> None:
+    """Sets (whose order follows PYTHONHASHSEED), pandas, xarray, objects pickled through
+    copyreg (re.Pattern), classes of __main__: one digest per value, in any process."""
+    runs = []
+    for _ in range(2):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        done = subprocess.run([sys.executable, "-c", VALUES], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout)
+    assert runs[0] == runs[1] and len(runs[0].splitlines()) == 23
