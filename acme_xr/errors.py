@@ -23,6 +23,7 @@ __all__ = [
     "SignatureError",
     "RunExistsError",
     "ResumeMismatchError",
+    "FingerprintError",
     "StorageError",
     "ResultShapeError",
     "ClusterError",
@@ -65,7 +66,20 @@ class RunExistsError(AcmeXrError, FileExistsError):
 
 
 class ResumeMismatchError(InputError):
-    """``resume=True`` was asked for a run recorded with another function or inputs."""
+    """``resume=True`` was asked for a run recorded with another function or inputs.
+
+    ``resume="force"`` resumes even so when only the function or the inputs differ (not
+    the number of calls or the storage layout).
+    """
+
+
+class FingerprintError(ResumeMismatchError):
+    """Something the run depends on cannot be fingerprinted, so a resume cannot be checked.
+
+    An object that neither pickles nor tokenizes deterministically (an open file, a lock)
+    among the arguments, or captured or used by the function. The message names it;
+    ``resume="force"`` resumes even so.
+    """
 
 
 class StorageError(AcmeXrError, OSError):

@@ -48,7 +48,7 @@ import numpy as np
 from .errors import InputError, InputTypeError, SignatureError
 from .seeds import call_rng
 
-__all__ = ["Argument", "CallPlan", "distribute", "func_fingerprint", "inputs_fingerprint"]
+__all__ = ["Argument", "CallPlan", "distribute"]
 
 _TASK_ID = "taskID"
 _RNG = "rng"
@@ -429,66 +429,3 @@ def distribute(
         seed=seed,
     )
 
-
-def _hash(*parts: Any) -> str:
-    import hashlib
-
-    from dask.base import tokenize
-
-    try:
-        tok = tokenize(*parts, ensure_deterministic=True)
-    except Exception:  # objects dask cannot hash deterministically: fall back to repr
-        tok = repr(parts)
-    return hashlib.sha256(tok.encode()).hexdigest()[:32]
-
-
-def func_fingerprint(func: Callable[..., Any]) -> str:
-    """A hash of the function's name and source code (its bytecode when there is no source).
-
-    Editing the function changes the fingerprint; moving the run directory does not. A
-    lambda is hashed by its bytecode: its source is the whole line it is on, which changes
-    when, say, ``resume=True`` is added to that line.
-    """
-    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
-    code = getattr(func, "__code__", None)
-    try:
-        if getattr(func, "__name__", None) == "<lambda>" and code is not None:
-            raise TypeError
-        body: Any = inspect.getsource(func)
-    except (OSError, TypeError):
-        body = _code_token(code) if code is not None else repr(func)
-    return _hash(name, body)
-
-
-def _code_token(code: Any) -> tuple[Any, ...]:
-    """Bytecode, constants and names of a code object, nested code included, without the
-    memory addresses that ``repr`` of a nested code object holds."""
-    consts = tuple(_code_token(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
-    return (code.co_code, consts, code.co_names)
-
-
-def inputs_fingerprint(plan: CallPlan) -> str:
-    """A hash of every argument value, how it is distributed and the number of calls.
-
-    The same arguments give the same hash in another process (to resume a run).
-    """
-    parts = [(a.name, a.split, _stable(a.value)) for a in (*plan.args, *plan.kwargs.values())]
-    return _hash(plan.n_inputs, parts)
-
-
-def _stable(value: Any) -> Any:
-    """``value`` with instances of classes defined in a script (``__main__``) replaced by
-    their plain pickle: dask hashes those with cloudpickle, whose class tracker id differs
-    from one process to the next."""
-    if isinstance(value, (list, tuple)):
-        return type(value).__name__, [_stable(v) for v in value]
-    if isinstance(value, dict):
-        return "dict", [(_stable(k), _stable(v)) for k, v in value.items()]
-    if type(value).__module__ == "__main__" and not callable(value):
-        import pickle
-
-        try:
-            return "pickle", pickle.dumps(value, protocol=4)
-        except Exception:  # noqa: BLE001 - not picklable by reference: its repr, then
-            return "repr", repr(value)
-    return value

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,8 +23,15 @@ from .cluster import ClusterLease
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
-from .errors import InputTypeError, ResultShapeError, ResumeMismatchError, StorageError
-from .inputs import distribute, func_fingerprint, inputs_fingerprint
+from .errors import (
+    FingerprintError,
+    InputTypeError,
+    ResultShapeError,
+    ResumeMismatchError,
+    StorageError,
+)
+from .fingerprint import compare_identity, run_identity
+from .inputs import distribute
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
@@ -105,11 +113,14 @@ class ParallelMap:
         writing its results); it counts as failed with ``CallTimeoutError`` (or is retried).
         The calls then run in a child process of each worker, which is killed on timeout,
         so even a call stuck in C code stops. Not applied with ``compute(debug=True)``.
-    resume : bool
+    resume : bool or "force"
         Continue the run in ``output_dir``: only calls without a valid payload run. The
-        function, the inputs and the storage options must be those of the recorded run
-        (else ``ResumeMismatchError``). Without it, an ``output_dir`` that holds files is
-        refused (``RunExistsError``).
+        function (its code, closure values, the globals it uses, partial arguments, bound
+        instance), the inputs (all their bytes) and the storage options must be those of
+        the recorded run (else ``ResumeMismatchError``; ``FingerprintError`` when something
+        cannot be fingerprinted). ``"force"`` resumes even when the function or the inputs
+        differ or cannot be fingerprinted, with a warning naming what differs. Without it,
+        an ``output_dir`` that holds files is refused (``RunExistsError``).
     batch_size : int or "auto"
         Calls per dask task ("auto": sized so that a task runs ~0.2 s).
     seed : int or numpy.random.SeedSequence, optional
@@ -171,7 +182,7 @@ class ParallelMap:
         storage: str = "hdf5",
         retries: int = 0,
         call_timeout: float | None = None,
-        resume: bool = False,
+        resume: bool | str = False,
         batch_size: int | str = "auto",
         seed: int | np.random.SeedSequence | None = None,
         **kwargs: Any,
@@ -262,7 +273,7 @@ class ParallelMap:
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
         o = self.options
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
-        resuming = layout.check(o.resume) if layout is not None else False
+        resuming = layout.check(bool(o.resume)) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
         previous = self._previous_run(layout) if layout is not None and resuming else None
         logfile = self._logfile(layout)
@@ -354,17 +365,26 @@ class ParallelMap:
             "options": {"retries": o.retries, "call_timeout": o.call_timeout},
         }
 
-    def _fingerprint(self) -> dict[str, str]:
-        # hashing every argument value costs time with big arrays: once per ParallelMap
+    def _fingerprint(self) -> dict[str, Any]:
+        # hashing every argument value costs time with big arrays: once per ParallelMap;
+        # a part that cannot be hashed is recorded as such: this run starts, a resume of it
+        # is refused (unless forced)
         if getattr(self, "_fingerprints", None) is None:
-            self._fingerprints = {"func": func_fingerprint(self.func),
-                                  "inputs": inputs_fingerprint(self.plan)}
+            self._fingerprints = run_identity(self.func, self.plan, on_error="record")
+            for problem in self._fingerprints.get("errors", {}).values():
+                log.info("this run can be resumed only with resume='force': %s", problem)
         return dict(self._fingerprints)
 
     def _previous_run(self, layout: RunLayout) -> Manifest:
         """The manifest of the run to resume, checked against this one."""
         manifest = Manifest.read(layout.output_dir)
-        _check_resumable(manifest, self._header(layout), self.n_inputs, layout.output_dir)
+        header = self._header(layout)
+        forced = _check_resumable(manifest, header, self.n_inputs, layout.output_dir,
+                                  force=self.options.resume == "force")
+        if forced:  # from now on the run is this one; keep what it was before
+            manifest.header.setdefault("forced_resumes", []).append(
+                {"differences": forced, "fingerprint": manifest.header.get("fingerprint")})
+            manifest.header["fingerprint"] = header["fingerprint"]
         return manifest
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
@@ -503,22 +523,42 @@ class ParallelMap:
 
 
 def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
-                     output_dir: str) -> None:
-    """Refuse to resume a run recorded with another function, inputs or layout."""
-    theirs, ours = manifest.header.get("fingerprint", {}), header["fingerprint"]
-    what = [name for key, name in (("func", "the function"), ("inputs", "the inputs"))
-            if theirs.get(key) != ours[key]]
+                     output_dir: str, force: bool = False) -> list[str]:
+    """Refuse to resume a run recorded with another function, inputs or layout.
+
+    Two lists say what differs: ``differs`` (the run's identity: function, inputs) may be
+    overridden with ``resume="force"``; ``incompatible`` (the number of calls, the storage
+    layout) never: the recorded files could not be continued. Returns what ``force``
+    overrode (empty when the runs are the same).
+    """
+    theirs, ours = manifest.header.get("fingerprint"), header["fingerprint"]
+    differs = compare_identity(theirs, ours)
+    incompatible: list[str] = []
     if manifest.n_inputs != n_inputs:
-        what.append(f"the number of calls ({manifest.n_inputs} recorded, {n_inputs} now)")
+        incompatible.append(
+            f"the number of calls differs ({manifest.n_inputs} recorded, {n_inputs} now)")
     for key in ("seed", "storage", "payload", "result_shape", "result_dtype"):
         if manifest.header.get(key) != header.get(key):
-            what.append(f"{key} ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
-    if what:
-        raise ResumeMismatchError(
-            f"cannot resume {output_dir}: {', '.join(what)} differ from the recorded run of "
-            f"{manifest.header.get('func', {}).get('name')!r}. Resume with the same function, "
-            "arguments and options, or start a new run in another output_dir"
-        )
+            incompatible.append(
+                f"{key} differs ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
+    if not differs and not incompatible:
+        return []
+    name = manifest.header.get("func", {}).get("name")
+    if force and not incompatible:
+        warnings.warn(
+            f"resuming {output_dir} (a run of {name!r}) with resume='force' although "
+            f"{'; '.join(differs)}: the calls already done keep the recorded run's results",
+            UserWarning, stacklevel=4)
+        return differs
+    unhashable = isinstance(theirs, dict) and theirs.get("errors") or ours.get("errors")
+    error = FingerprintError if unhashable and not incompatible else ResumeMismatchError
+    fix = ("resume='force' cannot override the number of calls or the storage layout: start "
+           "a new run in another output_dir" if incompatible else
+           "Resume with the same function, arguments and options, start a new run in another "
+           "output_dir, or pass resume='force' to resume anyway (the calls already done keep "
+           "the recorded run's results)")
+    raise error(f"cannot resume {output_dir}: {'; '.join(differs + incompatible)} (recorded "
+                f"run of {name!r}). {fix}")
 
 
 @contextlib.contextmanager

@@ -57,7 +57,7 @@ class Options:
     storage: str = "hdf5"
     retries: int = 0
     call_timeout: float | None = None
-    resume: bool = False
+    resume: bool | str = False
     batch_size: int | str = "auto"
     seed: np.random.SeedSequence | None = None
 
@@ -70,6 +70,19 @@ def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InputTypeError(
             f"{name} must be True or False, not {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _resume(value: Any) -> bool | str:
+    if isinstance(value, str):
+        if value == "force":
+            return value
+        raise InputError(
+            f"resume={value!r} is not valid: give True (resume the same run), False (start a "
+            "new one) or 'force' (resume even when the function or inputs differ)")
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(
+            f"resume must be True, False or 'force', not {value!r} ({type(value).__name__})")
     return bool(value)
 
 
@@ -149,7 +162,7 @@ def validate_options(**kw: Any) -> Options:
         raise TypeError(f"unknown options {sorted(unknown)}")
 
     for name in ("write_worker_results", "single_file", "write_pickle", "setup_interactive",
-                 "dryrun", "resume"):
+                 "dryrun"):
         values[name] = _bool(name, values[name])
     if values["verbose"] is not None:
         values["verbose"] = _bool("verbose", values["verbose"])
@@ -159,6 +172,7 @@ def validate_options(**kw: Any) -> Options:
                 f"stop_client={values['stop_client']!r} is not valid: give 'auto', True or False"
             )
         values["stop_client"] = _bool("stop_client", values["stop_client"])
+    values["resume"] = _resume(values["resume"])
     values["cleanup_threshold_days"] = _int(
         "cleanup_threshold_days", values["cleanup_threshold_days"], 0, allow=(None,)
     )
@@ -233,7 +247,9 @@ def validate_options(**kw: Any) -> Options:
             "storage='zarr' already writes one store: drop write_pickle/single_file"
         )
     if values["resume"] and values["output_dir"] is None:
-        raise InputError("resume=True needs output_dir=<the run directory to resume>")
+        raise InputError(
+            f"resume={values['resume']!r} needs output_dir=<the run directory to resume>")
     if values["resume"] and not values["write_worker_results"]:
-        raise InputError("resume=True needs write_worker_results=True: only written calls persist")
+        raise InputError(f"resume={values['resume']!r} needs write_worker_results=True: only "
+                         "written calls persist")
     return Options(**values)

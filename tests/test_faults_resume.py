@@ -112,11 +112,11 @@ def other(i: int, gain: float, flags: str, markers: str) -> tuple[np.ndarray, st
 
 
 @pytest.mark.parametrize("change, what", [
-    ({"func": other}, "the function"),
-    ({"gain": 2.5}, "the inputs"),
-    ({"calls": list(range(11))}, "the inputs, the number of calls"),
-    ({"write_pickle": True}, "storage"),
-    ({"result_shape": (None, 4)}, "result_shape"),
+    ({"func": other}, "the function differs"),
+    ({"gain": 2.5}, "the inputs differ"),
+    ({"calls": list(range(11))}, "the inputs differ; the number of calls differs"),
+    ({"write_pickle": True}, "storage differs"),
+    ({"result_shape": (None, 4)}, "result_shape differs"),
 ])
 def test_resume_refuses_a_different_run(client: Any, tmp_path: Any, change: dict[str, Any],
                                          what: str) -> None:
@@ -161,7 +161,7 @@ def test_a_lambda_run_can_be_resumed(client: Any, tmp_path: Any) -> None:
     again = ParallelMap(lambda x: [x * k for k in range(3)], [1, 2], output_dir=out,
                         resume=True).compute()
     assert again == first
-    with pytest.raises(ResumeMismatchError, match="the function"):
+    with pytest.raises(ResumeMismatchError, match="the function differs"):
         ParallelMap(lambda x: [x * k for k in range(4)], [1, 2], output_dir=out,
                     resume=True).compute()
 
@@ -170,7 +170,7 @@ def test_a_function_fingerprint_is_the_same_in_another_process() -> None:
     import subprocess
     import sys
 
-    code = ("from acme_xr.inputs import func_fingerprint; "
+    code = ("from acme_xr.fingerprint import func_fingerprint; "
             "print(func_fingerprint(lambda x: [x * k for k in range(3)]))")
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip() for _ in range(2)}
@@ -184,7 +184,8 @@ def test_an_inputs_fingerprint_is_the_same_in_another_process() -> None:
 
     code = """if True:
         import numpy as np
-        from acme_xr.inputs import distribute, inputs_fingerprint
+        from acme_xr.fingerprint import inputs_fingerprint
+        from acme_xr.inputs import distribute
 
         class Settings:
             def __init__(self):
