@@ -7,10 +7,19 @@ calls they need, read, and close them again (no handle per payload is kept open)
 * ``call`` (or ``dim=``) is the leading dimension; its coordinate is the call index, and every
   argument that was split across calls with one scalar per call becomes a coordinate along it
   (``f(subject, alpha)`` over ``subject=["s01", "s02"]`` gives ``ds.subject``).
-* Calls that failed, have not run yet, or were pickled have no values: they read as NaN (NaT
-  for times; integers and booleans become float64 so they can hold NaN; strings are objects
-  with NaN) and the ``status`` coordinate says which is which. A payload that the manifest
-  lists but that is gone raises :class:`~acme_xr.errors.MissingPayloadError` on read.
+* Calls that failed, have not run yet, or were pickled have no values (gaps), and the
+  ``status`` coordinate says which is which. Every result keeps its dtype: floating-point and
+  complex gaps read as NaN, times as NaT, integers as the dtype's most negative value (0 for
+  unsigned), booleans as False, strings (objects of ``str``) as ``""``, bytes as ``b""``. So
+  that a gap is never taken for a value, a result that is neither floating-point nor
+  complex and has gaps also gets the boolean variable ``<name>_mask`` (True: no value).
+  ``open_results(..., mask_integers=True)`` instead turns integer and boolean results with
+  gaps into float64 with NaN, and warns when a value cannot be held exactly (beyond 2**53).
+* A masked array (:class:`numpy.ma.MaskedArray`) returned by a call keeps its mask: the
+  result holds the data (NaN where masked, for floating-point results) and ``<name>_mask``
+  is True where it was masked (and at gaps).
+* A payload that the manifest lists but that is gone raises
+  :class:`~acme_xr.errors.MissingPayloadError` on read.
 * Results whose shape differs between calls are padded to the largest shape with the same
   fill; their true shapes are the coordinate ``<var>_shape``. Results whose number of
   dimensions differs cannot be stacked: a :class:`~acme_xr.errors.ResultsLayoutError` names
@@ -34,8 +43,10 @@ Examples
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -48,8 +59,9 @@ from xarray.core import indexing
 from .errors import MissingPayloadError, ResultsLayoutError
 from .manifest import DONE, FAILED, PENDING, Manifest, VarRecord
 from .scan import load_manifest, locate_run, payload_location, refresh_pending
-from .storage.hdf5 import decode
-from .storage.zarr import per_call
+from .storage.hdf5 import decode, find_dataset, read_mask
+from .storage.values import DATASET_ATTRS_ATTR, MASKED_ATTR, dtype_of, own_attrs
+from .storage.zarr import mask_of, per_call, quiet_dtypes
 
 __all__ = ["open_results", "build_dataset", "CallStackArray"]
 
@@ -58,22 +70,35 @@ _HDF5_READS = threading.Lock()
 _MAX_BLOCK_CALLS = 1000
 
 
+_EXACT = 2**53  # integers up to this size are exact in float64
+
+
 def _output_dtype(native: np.dtype, gaps: bool, mask_integers: bool) -> tuple[np.dtype, Any]:
-    """(dtype of the stacked array, fill value for calls without values)."""
+    """(dtype of the stacked array, fill value for calls without values).
+
+    Every dtype is kept (gaps are named by ``status`` and ``<name>_mask``, not by the fill);
+    only ``mask_integers`` turns integers and booleans with gaps into float64 with NaN.
+    """
     kind = native.kind
     if kind in "UO":
-        return np.dtype(object), np.nan
+        return np.dtype(object), ""
     if kind in "fc":
         return native, np.nan
     if kind in "Mm":
         return native, native.type("NaT")
     if kind == "S":
         return native, b""
+    if kind == "V":
+        return native, np.zeros((), native)[()]
     if gaps and mask_integers:
         return np.dtype("float64"), np.nan
     if kind == "b":
         return native, False
-    return native, (np.iinfo(native).max if kind == "u" else np.iinfo(native).min)
+    return native, (0 if kind == "u" else np.iinfo(native).min)
+
+
+def _needs_mask(native: np.dtype, gaps: bool, masked: bool, dtype: np.dtype) -> bool:
+    return masked or (gaps and dtype.kind not in "fc")
 
 
 def _outer_index(arr: np.ndarray, key: tuple[Any, ...]) -> np.ndarray:
@@ -116,12 +141,15 @@ class CallStackArray(BackendArray):
         dtype of the stacked array.
     fill : object
         Value of calls without values and of padding.
+    mask : bool
+        Read the variable's mask instead of its values (boolean; True where a call has no
+        value, where its array was masked, and in padding).
     """
 
     def __init__(self, run_dir: str, header: dict[str, Any], name: str,
                  shapes: list[tuple[int, ...] | None], native: np.dtype, dtype: np.dtype,
                  fill: Any, in_store: np.ndarray | None = None,
-                 store_name: str | None = None) -> None:
+                 store_name: str | None = None, mask: bool = False) -> None:
         present = [s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
@@ -136,9 +164,18 @@ class CallStackArray(BackendArray):
         # calls whose values are in the run's zarr store rather than in a payload file
         self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
         self.store_name = store_name or name
+        self.mask = mask
+        # values of a masked float result read NaN where masked (set by build_dataset)
+        self.masked_nan = False
+        if mask:
+            self.dtype, self.fill, self.store_name = np.dtype(bool), True, mask_of(name)
+        # integers read into float64 (mask_integers=True): warn when one is not exact
+        self.lossy = self.native.kind in "iu" and self.dtype.kind == "f" and (
+            self.native.itemsize >= 8)
 
     def __dask_tokenize__(self) -> Any:
-        return ("acme_xr.CallStackArray", self.run_dir, self.name, self.shape, str(self.dtype),
+        return ("acme_xr.CallStackArray", self.run_dir, self.name, self.mask, self.shape,
+                str(self.dtype),
                 self.header.get("created"), tuple(s is not None for s in self.shapes))
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -158,13 +195,16 @@ class CallStackArray(BackendArray):
             out = np.full(shape, self.fill, self.dtype)
         # whole arrays of a plain numeric type go straight from the file into ``out``
         direct = (self.dtype == self.native and self.native.kind in "iufc" and len(rest) > 0
+                  and not self.mask and not self.masked_nan
                   and not (self.header.get("stacked") or {}).get(self.name)
                   and all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
                           for k, n in zip(rest, self.maxshape, strict=True)))
         zarr_rows = [j for j, c in enumerate(calls)
                      if self.in_store[c] and self.shapes[c] is not None]
         if zarr_rows:
-            out[zarr_rows] = self._read_store(calls[zarr_rows], rest)
+            data = self._read_store(calls[zarr_rows], rest)
+            self._check_exact(data, calls[zarr_rows])
+            out[zarr_rows] = data
         # HDF5 serialises all its calls on one lock anyway; threads taking turns at it file by
         # file run at half the speed of one thread reading a whole block (measured: 10,000
         # files, 9.6 s vs 5.2 s), so a block's files are read by one thread at a time
@@ -175,17 +215,34 @@ class CallStackArray(BackendArray):
                         self._read_call(int(c), rest, into=out[j])
                         continue
                     data = self._read_call(int(c), rest)
+                    self._check_exact(data, [c])
                     out[j] = data.item() if data.ndim == 0 and self.dtype.kind == "O" else data
         return out[0] if single else out
 
+    def _check_exact(self, data: np.ndarray, calls: Any) -> None:
+        if self.lossy and data.size and np.any(np.abs(data.astype(np.float64)) >= _EXACT) and (
+                np.any(data.astype(np.float64).astype(self.native) != data)):
+            warnings.warn(
+                f"{self.name!r} of call(s) {[int(c) for c in calls][:5]} holds integers beyond "
+                "2**53 that float64 cannot hold exactly (mask_integers=True): the values read "
+                "are rounded; open without mask_integers to keep them exact",
+                UserWarning, stacklevel=2,
+            )
+
     def _read_store(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
         """Read several calls from the zarr store at once."""
+        with quiet_dtypes():
+            return self._read_store_quietly(calls, rest)
+
+    def _read_store_quietly(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
         import zarr
 
         store = os.path.join(self.run_dir, self.header["store"])
         try:
             arr = zarr.open_array(store, path=self.store_name, mode="r")
         except FileNotFoundError as exc:
+            if self.mask:  # an unmasked variable: no mask array in the store
+                return np.zeros((len(calls), *_selected_shape(rest, self.maxshape)), bool)
             raise MissingPayloadError(
                 f"the zarr store {store} (or its array {self.store_name!r}) listed in the run's "
                 "manifest is gone"
@@ -195,6 +252,15 @@ class CallStackArray(BackendArray):
         else:  # some calls (kept as payload files) are larger: pad the stored ones
             rows = np.asarray(arr.get_orthogonal_selection((calls,)))
             data = np.stack([_outer_index(self._pad(np.asarray(r)), rest) for r in rows])
+        if self.masked_nan:
+            try:
+                marr = zarr.open_array(store, path=mask_of(self.store_name), mode="r")
+            except FileNotFoundError:
+                marr = None
+            if marr is not None:
+                m = np.asarray(marr.get_orthogonal_selection((calls,)))
+                m = np.stack([_outer_index(self._pad(np.asarray(r)), rest) for r in m])
+                data = np.where(m, np.nan, data).astype(self.native)
         return data.astype(object) if self.dtype.kind == "O" else data
 
     def _read_call(self, c: int, rest: tuple[Any, ...], into: np.ndarray | None = None) -> Any:
@@ -216,11 +282,22 @@ class CallStackArray(BackendArray):
                     where.insert(stacked["axis"], c)
                     full = np.asarray(ds[tuple(where)]).astype(self.native)
                     return _outer_index(self._pad(full), rest)
-                ds = (fh[group] if group else fh)[self.name]
+                grp = fh[group] if group else fh
+                ds = find_dataset(grp, self.name)
+                if self.mask:
+                    stored = read_mask(grp, ds)
+                    full = np.zeros(ds.shape, bool) if stored is None else stored
+                    return _outer_index(self._pad(full), rest)
             except KeyError as exc:
                 raise MissingPayloadError(
                     f"call {c}: {path} has no {self.name!r} although the manifest lists it"
                 ) from exc
+            if self.masked_nan:
+                full = decode(ds, self.native)
+                stored = read_mask(grp, ds)
+                if stored is not None:
+                    full = np.where(stored, np.nan, full).astype(self.native)
+                return _outer_index(self._pad(full), rest)
             if into is not None:
                 ds.read_direct(into)
                 return None
@@ -293,7 +370,7 @@ def _status_labels(manifest: Manifest) -> np.ndarray:
 
 
 def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
-                  mask_integers: bool = True) -> xr.Dataset:
+                  mask_integers: bool = False) -> xr.Dataset:
     """The lazy Dataset of a run described by ``manifest`` (no payload is opened)."""
     n = manifest.n_inputs
     header = manifest.header
@@ -303,20 +380,32 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
     coords: dict[Hashable, xr.Variable] = {dim: xr.Variable(dim, np.arange(n))}
     block = _MAX_BLOCK_CALLS
     sizes: dict[str, tuple[int, str]] = {}
+    masks: dict[Hashable, xr.Variable] = {}
+    user_attrs: dict[str, Any] = {}
     for name, rec in manifest.variables.items():
         shapes = [s if readable[i] else None for i, s in enumerate(_shapes_checked(name, rec))]
         present = [s for s in shapes if s is not None]
         gaps = len(present) < n or any(s != present[0] for s in present)
-        native = np.dtype(rec.dtype)
+        native = dtype_of(rec.dtype, rec.attrs)
         dtype, fill = _output_dtype(native, gaps, mask_integers)
+        masked = bool(rec.attrs.get(MASKED_ATTR))
         arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store)
+        arr.masked_nan = masked and dtype.kind in "fc"
+        if _needs_mask(native, gaps, masked, dtype):
+            marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
+                                  mask=True)
+            masks[f"{name}_mask"] = xr.Variable((dim, *rec.dims),
+                                                indexing.LazilyIndexedArray(marr))
+        if rec.attrs.get(DATASET_ATTRS_ATTR):
+            user_attrs.update(json.loads(str(rec.attrs[DATASET_ATTRS_ATTR])))
         for d, size in zip(rec.dims, arr.maxshape, strict=True):
             if sizes.setdefault(d, (size, name))[0] != size:
                 raise ResultsLayoutError(
                     f"dimension {d!r} has length {sizes[d][0]} in {sizes[d][1]!r} but {size} in "
                     f"{name!r}: give the two results different dimension names"
                 )
-        var = xr.Variable((dim, *rec.dims), indexing.LazilyIndexedArray(arr), dict(rec.attrs))
+        var = xr.Variable((dim, *rec.dims), indexing.LazilyIndexedArray(arr),
+                          own_attrs(rec.attrs))
         per_call = max(1, int(np.prod(arr.maxshape, dtype=np.int64)) * max(dtype.itemsize, 8))
         block = min(block, max(1, _BLOCK_BYTES // per_call))
         data_vars[name] = var
@@ -331,9 +420,13 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         values = np.asarray(spec["values"]).astype(np.dtype(spec["dtype"]))
         coords[name] = xr.Variable(dim, values)
     coords["status"] = xr.Variable(dim, _status_labels(manifest))
+    for mname, mvar in masks.items():
+        if mname not in data_vars and mname not in coords:
+            data_vars[mname] = mvar
     for var in data_vars.values():
         var.encoding["preferred_chunks"] = {dim: min(block, max(n, 1))}
-    ds = xr.Dataset(data_vars, coords, attrs=_attrs(manifest, run_dir))
+    # the attributes of xarray.Dataset returns; the run's own attributes win a clash
+    ds = xr.Dataset(data_vars, coords, attrs={**user_attrs, **_attrs(manifest, run_dir)})
     return ds
 
 
@@ -387,7 +480,7 @@ def open_results(
     *,
     dim: str = "call",
     chunks: int | str | None = "auto",
-    mask_integers: bool = True,
+    mask_integers: bool = False,
     drop_variables: Iterable[str] | None = None,
 ) -> xr.Dataset:
     """Open all results of a run as one lazy, labelled :class:`xarray.Dataset`.
@@ -403,9 +496,10 @@ def open_results(
         Calls per dask block ("auto": up to 1000 calls or 64 MiB); None for lazily indexed
         arrays without dask.
     mask_integers : bool
-        Turn integer and boolean results into float64 with NaN where calls have no value
-        (as xarray does for masked integers). False keeps the dtype and fills such calls
-        with the dtype's extreme value (``status`` still tells them apart).
+        False (default): every result keeps its dtype; calls without a value are named by
+        the ``status`` coordinate and the boolean variable ``<name>_mask``. True: integer
+        and boolean results with such gaps become float64 with NaN there (as xarray does for
+        masked integers), with a warning when a value is beyond 2**53 and so not exact.
     drop_variables : iterable of str, optional
         Variables not to open.
 
@@ -436,7 +530,7 @@ def open_results(
 
 
 def dataset_for(path: str | os.PathLike[str], *, dim: str = "call",
-                mask_integers: bool = True) -> xr.Dataset:
+                mask_integers: bool = False) -> xr.Dataset:
     """The lazy Dataset of the run at ``path`` (what the xarray backend returns)."""
     run_dir = locate_run(path)
     manifest = load_manifest(run_dir)
