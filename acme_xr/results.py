@@ -199,11 +199,12 @@ class CallStackArray(BackendArray):
                   and not (self.header.get("stacked") or {}).get(self.name)
                   and all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
                           for k, n in zip(rest, self.maxshape, strict=True)))
+        inexact: list[int] = []
         zarr_rows = [j for j, c in enumerate(calls)
                      if self.in_store[c] and self.shapes[c] is not None]
         if zarr_rows:
             data = self._read_store(calls[zarr_rows], rest)
-            self._check_exact(data, calls[zarr_rows])
+            self._check_exact(data, calls[zarr_rows], inexact)
             out[zarr_rows] = data
         # HDF5 serialises all its calls on one lock anyway; threads taking turns at it file by
         # file run at half the speed of one thread reading a whole block (measured: 10,000
@@ -215,18 +216,28 @@ class CallStackArray(BackendArray):
                         self._read_call(int(c), rest, into=out[j])
                         continue
                     data = self._read_call(int(c), rest)
-                    self._check_exact(data, [c])
+                    self._check_exact(data, [c], inexact)
                     out[j] = data.item() if data.ndim == 0 and self.dtype.kind == "O" else data
+        self._warn_inexact(inexact)
         return out[0] if single else out
 
-    def _check_exact(self, data: np.ndarray, calls: Any) -> None:
-        if self.lossy and data.size and np.any(np.abs(data.astype(np.float64)) >= _EXACT) and (
-                np.any(data.astype(np.float64).astype(self.native) != data)):
+    def _check_exact(self, data: np.ndarray, calls: Any, inexact: list[int]) -> None:
+        """Add to ``inexact`` the calls whose integers float64 would round."""
+        if not self.lossy or not data.size:
+            return
+        rows = data.reshape(len(calls), -1) if len(calls) > 1 else data.reshape(1, -1)
+        for c, row in zip(calls, rows, strict=True):
+            if np.any(np.abs(row.astype(np.float64)) >= _EXACT) and np.any(
+                    row.astype(np.float64).astype(self.native) != row):
+                inexact.append(int(c))
+
+    def _warn_inexact(self, inexact: list[int]) -> None:
+        if inexact:
             warnings.warn(
-                f"{self.name!r} of call(s) {[int(c) for c in calls][:5]} holds integers beyond "
-                "2**53 that float64 cannot hold exactly (mask_integers=True): the values read "
-                "are rounded; open without mask_integers to keep them exact",
-                UserWarning, stacklevel=2,
+                f"{self.name!r} of call(s) {sorted(inexact)[:10]} holds integers beyond 2**53 "
+                "that float64 cannot hold exactly (mask_integers=True): the values read are "
+                "rounded; open without mask_integers to keep them exact",
+                UserWarning, stacklevel=3,
             )
 
     def _read_store(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
