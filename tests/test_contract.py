@@ -45,7 +45,7 @@ MODES = {
 }
 
 
-class CallFailed(Exception):
+class CallFailedError(Exception):
     """What the call chosen to fail raises."""
 
 
@@ -60,7 +60,7 @@ class Returns:
 
     def __call__(self, i: int) -> Any:
         if i == self.fail:
-            raise CallFailed(f"call {i} fails on purpose")
+            raise CallFailedError(f"call {i} fails on purpose")
         return self.values[i]
 
 
@@ -247,7 +247,7 @@ def _run(values: list[Any], fail: int | None, mode: str, out: str, debug: bool,
         try:
             result = ParallelMap(func, list(range(len(values))), verbose=False,
                                  **kw).compute(debug=debug)
-        except (CallFailed, ComputeError) as exc:
+        except (CallFailedError, ComputeError) as exc:
             result = getattr(exc, "results", None)
     return result, [str(w.message) for w in caught]
 
@@ -283,7 +283,7 @@ def check_run(values: list[Any], fail: int | None, mode: str, debug: bool) -> No
 
 
 @pytest.mark.parametrize("mode", MODES)
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=int(os.environ.get("ACME_XR_CONTRACT_EXAMPLES", "40")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(run=runs())

@@ -34,12 +34,12 @@ def run_debug(func: Any, n: int, out: str, mode: str) -> list[str]:
         try:
             ParallelMap(func, list(range(n)), output_dir=out, verbose=False,
                         **DISK_MODES[mode]).compute(debug=True)
-        except _Gap:
+        except _GapError:
             pass
     return [str(w.message) for w in caught]
 
 
-class _Gap(Exception):
+class _GapError(Exception):
     pass
 
 
@@ -91,7 +91,7 @@ BIG = 2**53 + 1
 
 def big_or_gap(i: int) -> tuple[np.int64, np.uint64, bool, str, np.datetime64]:
     if i == 2:
-        raise _Gap("this call leaves a gap")
+        raise _GapError("this call leaves a gap")
     return (np.int64(BIG), np.uint64(2**64 - 1), bool(i), f"s{i}",
             np.datetime64(1_600_000_000_000_000_001 + i, "ns"))
 

@@ -106,8 +106,8 @@ def _check_dtype(dtype: np.dtype, what: str) -> None:
         if dtype.names is None:
             raise NotStorable(f"{what} has the raw dtype {dtype}: only structured arrays "
                               "with named fields are stored")
-        for fname in dtype.names:
-            _check_dtype(dtype.fields[fname][0], f"field {fname!r} of {what}")
+        for fname, spec in (dtype.fields or {}).items():
+            _check_dtype(spec[0], f"field {fname!r} of {what}")
 
 
 def _as_array(value: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:

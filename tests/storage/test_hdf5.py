@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from typing import Any
 
 import h5py

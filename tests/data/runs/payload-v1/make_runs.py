@@ -1,7 +1,12 @@
-import os, shutil, sys
+import os
+import shutil
+import sys
+
 import numpy as np
 import xarray as xr
+
 from acme_xr import ParallelMap
+
 
 def legacy(i):
     if i == 2:
