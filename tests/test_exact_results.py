@@ -274,3 +274,14 @@ def test_runs_in_payload_format_1_still_open(tmp_path: Any, mode: str) -> None:
         legacy = open_payload(os.path.join(run, "legacy_1.h5"))
         assert legacy.result_0.dims == ("freq",) and legacy.result_0.values.tolist() == [
             0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(np.array("a\x00b"), id="NUL in a string"),
+    pytest.param(np.array(["ok", "\ud800"]), id="not UTF-8"),
+    pytest.param(np.zeros(2, [("a", "U3")]), id="unicode field"),
+    pytest.param(np.zeros(2, [("t", "M8[ns]")]), id="time field"),
+])
+def test_values_hdf5_would_change_are_refused(value: Any) -> None:
+    with pytest.raises(NotStorable):
+        to_variables(value)

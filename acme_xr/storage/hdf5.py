@@ -310,7 +310,11 @@ def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
                                         DIMS_ATTR: _json(list(c.dims))}, f"coordinate {c.name}")
     for var in variables:
         key = var.storage_key
-        _create(fh, key, var.data)
+        try:
+            _create(fh, key, var.data)
+        except (TypeError, ValueError) as exc:  # a dtype or value h5py has no conversion for
+            raise NotStorable(f"{var.name} (dtype {var.data.dtype}) cannot be an HDF5 dataset: "
+                              f"{exc}") from exc
         extra = _encode(var.data)[1]
         if var.labelled:
             extra[DIMS_ATTR] = _json(list(var.dims))

@@ -97,17 +97,23 @@ class Variable:
 _STORABLE_KINDS = frozenset("biufcSUMmV")
 
 
-def _check_dtype(dtype: np.dtype, what: str) -> None:
-    if dtype.kind not in _STORABLE_KINDS:
-        raise NotStorable(f"{what} has dtype {dtype}, which HDF5 cannot hold")
+# HDF5 compound types hold numbers and fixed-length bytes (h5py has no conversion for
+# unicode or time fields)
+_FIELD_KINDS = frozenset("biufcSV")
+
+
+def _check_dtype(dtype: np.dtype, what: str, field: bool = False) -> None:
+    if dtype.kind not in (_FIELD_KINDS if field else _STORABLE_KINDS):
+        where = "a field of a structured array" if field else "HDF5"
+        raise NotStorable(f"{what} has dtype {dtype}, which {where} cannot hold")
     if dtype.subdtype is not None:  # a field that is an array of its own
-        _check_dtype(dtype.subdtype[0], what)
+        _check_dtype(dtype.subdtype[0], what, field)
     elif dtype.kind == "V":
         if dtype.names is None:
             raise NotStorable(f"{what} has the raw dtype {dtype}: only structured arrays "
                               "with named fields are stored")
         for fname, spec in (dtype.fields or {}).items():
-            _check_dtype(spec[0], f"field {fname!r} of {what}")
+            _check_dtype(spec[0], f"field {fname!r} of {what}", field=True)
 
 
 def _as_array(value: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -129,7 +135,20 @@ def _as_array(value: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         raise NotStorable(f"{what} is a {type(value).__name__}, which HDF5 cannot hold")
     _check_dtype(arr.dtype, what)
+    if arr.dtype.kind == "U" and arr.size:
+        _check_text(arr, what)
     return arr, mask
+
+
+def _check_text(arr: np.ndarray, what: str) -> None:
+    """Strings go to HDF5 as NUL-terminated UTF-8: refuse what would come back changed."""
+    text = "".join(arr.ravel().tolist())
+    if "\x00" in text:
+        raise NotStorable(f"{what} holds a string with a NUL character, which HDF5 strings end at")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise NotStorable(f"{what} holds a string that is not valid UTF-8: {exc}") from exc
 
 
 # attribute values that come back from HDF5 and from the run manifest (JSON) with the
