@@ -175,7 +175,9 @@ class ZarrStore:
         import zarr
 
         with quiet_dtypes():
-            arr = zarr.open_array(self.path, path=name, mode="r+", config=_CONFIG)
+            # open_array drops ``config`` (zarr 3.1): without write_empty_chunks a call whose
+            # value equals the fill value (an integer 0) would leave no chunk, and look undone
+            arr = zarr.open_array(self.path, path=name, mode="r+").with_config(_CONFIG)
         self._arrays[name] = arr
         return arr
 
