@@ -285,3 +285,17 @@ def test_runs_in_payload_format_1_still_open(tmp_path: Any, mode: str) -> None:
 def test_values_hdf5_would_change_are_refused(value: Any) -> None:
     with pytest.raises(NotStorable):
         to_variables(value)
+
+
+def test_format_1_payloads_written_again_take_format_2(tmp_path: Any) -> None:
+    # what a single_file merge does with the calls of an earlier (format-1) container
+    with h5py.File(os.path.join(DATA, "payload-v1", "single_file", "legacy.h5")) as fh:
+        variables = hdf5.read_variables(fh["comp_1"])
+    assert [v.key for v in variables] == ["result_0", "result_1", "result_2"]
+    path = str(tmp_path / "legacy_1.h5")
+    hdf5.write_payload(path, variables)
+    with h5py.File(path) as fh:
+        assert [k for k in fh if isinstance(fh[k], h5py.Dataset)] == [
+            "result_0", "result_1", "result_2"]
+    back = open_payload(path)
+    assert back.result_0.dims == ("freq",) and back.freq.values.tolist() == [1.0, 2.0, 4.0]

@@ -23,6 +23,7 @@ coordinates all in the root group; read with the netCDF dimension-scale conventi
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ def decode(ds: h5py.Dataset, dtype: np.dtype, selection: Any = ()) -> np.ndarray
 
 def _keys(grp: h5py.Group) -> list[str]:
     """The ``result_<j>`` datasets of a format-2 group, in order of ``j``."""
-    keys = [k for k in grp if k.startswith("result_") and k[7:].isdigit()]
+    keys = [k for k in grp if _is_key(k)]
     return sorted(keys, key=lambda k: int(k[7:]))
 
 
@@ -228,12 +229,24 @@ def read_variables(grp: h5py.Group) -> list[Variable]:
     ...     [(v.key, v.name, v.dims) for v in read_variables(fh)]
     [('result_0', 'result_0', ('result_0_dim_0', 'result_0_dim_1'))]
     """
+    entries = list(_entries(grp))
+    # format 1 kept a Dataset return's variables under their names: give them free
+    # result_<j> keys, so that writing them again (single_file merges) gives format 2
+    used = {os.path.basename(e[0].name) for e in entries}
+    free = (f"result_{j}" for j in itertools.count() if f"result_{j}" not in used)
     out = []
-    for ds, name, dims, attrs, own, labelled in _entries(grp):
+    for ds, name, dims, attrs, own, labelled in entries:
         data = decode(ds, np.dtype(_decoded_dtype(ds)))
-        out.append(Variable(name, data, dims, attrs, own, labelled,
-                            key=os.path.basename(ds.name), mask=read_mask(grp, ds)))
+        key = os.path.basename(ds.name)
+        if not _is_key(key):
+            key = next(free)
+        out.append(Variable(name, data, dims, attrs, own, labelled, key=key,
+                            mask=read_mask(grp, ds)))
     return out
+
+
+def _is_key(name: str) -> bool:
+    return name.startswith("result_") and name[7:].isdigit()
 
 
 def scan_group(grp: h5py.Group, templates: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
