@@ -177,7 +177,8 @@ class ZarrStore:
         with quiet_dtypes():
             # open_array drops ``config`` (zarr 3.1): without write_empty_chunks a call whose
             # value equals the fill value (an integer 0) would leave no chunk, and look undone
-            arr = zarr.open_array(self.path, path=name, mode="r+").with_config(_CONFIG)
+            arr = zarr.open_array(self.path, path=name, mode="r+").with_config(
+                _CONFIG)  # type: ignore[call-overload]
         self._arrays[name] = arr
         return arr
 
