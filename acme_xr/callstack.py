@@ -225,8 +225,10 @@ class CallStackArray(BackendArray):
             stacked = (self.header.get("stacked") or {}).get(self.name)
             try:
                 if stacked is not None:  # single_file + result_shape: one row of a dataset
-                    ds = fh[stacked["dataset"]]
                     where: list[Any] = [slice(0, n) for n in self.shapes[c]]  # type: ignore[union-attr]
+                    if self.mask:  # a stacked dataset holds values only: every one present
+                        return _outer_index(self._pad(np.zeros(self.shapes[c], bool)), rest)  # type: ignore[arg-type]
+                    ds = fh[stacked["dataset"]]
                     where.insert(stacked["axis"], c)
                     full = np.asarray(ds[tuple(where)]).astype(self.native)
                     return _outer_index(self._pad(full), rest)

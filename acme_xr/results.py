@@ -91,7 +91,7 @@ def _output_dtype(native: np.dtype, gaps: bool, mask_integers: bool) -> tuple[np
     return native, (0 if kind == "u" else np.iinfo(native).min)
 
 
-def _needs_mask(native: np.dtype, gaps: bool, masked: bool, dtype: np.dtype) -> bool:
+def _needs_mask(gaps: bool, masked: bool, dtype: np.dtype) -> bool:
     return masked or (gaps and dtype.kind not in "fc")
 
 
@@ -169,7 +169,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         masked = bool(rec.attrs.get(MASKED_ATTR))
         arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store)
         arr.masked_nan = masked and dtype.kind in "fc"
-        if _needs_mask(native, gaps, masked, dtype):
+        if _needs_mask(gaps, masked, dtype):
             marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
                                   mask=True)
             masks[f"{name}_mask"] = xr.Variable((dim, *rec.dims),

@@ -299,3 +299,23 @@ def test_format_1_payloads_written_again_take_format_2(tmp_path: Any) -> None:
             "result_0", "result_1", "result_2"]
     back = open_payload(path)
     assert back.result_0.dims == ("freq",) and back.freq.values.tolist() == [1.0, 2.0, 4.0]
+
+
+def int_row(i: int) -> np.ndarray:
+    if i == 2:
+        raise _GapError("a gap")
+    return np.arange(3) + 2**60
+
+
+def test_single_file_stacked_integers_with_a_gap_stay_exact(tmp_path: Any) -> None:
+    out = str(tmp_path / "r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(_GapError):
+            ParallelMap(int_row, list(range(3)), output_dir=out, single_file=True,
+                        result_shape=(None, 3), result_dtype="int64",
+                        verbose=False).compute(debug=True)
+    ds = open_results(out).load()
+    assert ds.result_0.dtype == np.int64
+    assert ds.result_0.values[:2].tolist() == [list(np.arange(3) + 2**60)] * 2
+    assert ds.result_0_mask.values.tolist() == [[False] * 3, [False] * 3, [True] * 3]
