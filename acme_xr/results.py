@@ -226,7 +226,7 @@ def _add_coords(coords: dict[Hashable, xr.Variable], name: str, rec: VarRecord,
         cshapes = [None if s is None else tuple(s[rec.dims.index(d)] for d in cdims)
                    for s in shapes]
         native = np.dtype(tpl["dtype"])
-        dtype, fill = _output_dtype(native, True, True)
+        dtype, fill = _output_dtype(native, True, False)  # a coordinate keeps its dtype too
         arr = CallStackArray(run_dir, manifest.header, cname, cshapes, native, dtype, fill,
                              in_store, store_name=per_call(cname))
         out = f"{cname}_per_call" if cname in cdims else cname

@@ -319,3 +319,17 @@ def test_single_file_stacked_integers_with_a_gap_stay_exact(tmp_path: Any) -> No
     assert ds.result_0.dtype == np.int64
     assert ds.result_0.values[:2].tolist() == [list(np.arange(3) + 2**60)] * 2
     assert ds.result_0_mask.values.tolist() == [[False] * 3, [False] * 3, [True] * 3]
+
+
+def per_call_ticks(i: int) -> xr.DataArray:
+    if i == 2:
+        raise _GapError("a gap")
+    return xr.DataArray([1.0, 2.0], dims="t", coords={"t": np.array([0, 1]) + 2**60 + i})
+
+
+def test_per_call_integer_coordinates_with_a_gap_keep_their_dtype(tmp_path: Any) -> None:
+    out = str(tmp_path / "r")
+    run_debug(per_call_ticks, 3, out, "hdf5")
+    ds = open_results(out).load()
+    assert ds.t_per_call.dtype == np.int64
+    assert ds.t_per_call.values[1].tolist() == [2**60 + 1, 2**60 + 2]
