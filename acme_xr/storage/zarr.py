@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import warnings
@@ -43,6 +44,8 @@ import numpy as np
 from .values import MASKED_ATTR, RESERVED_PREFIX, Variable, dtype_of
 
 __all__ = ["ZarrStore", "STORE_SUFFIX", "per_call", "mask_of"]
+
+log = logging.getLogger(__name__)
 
 STORE_SUFFIX = ".zarr"
 _RECHECK_SECONDS = 0.5
@@ -158,7 +161,11 @@ class ZarrStore:
                 continue
             root = root or zarr.open_group(self.path, mode="a", zarr_format=3)
             if name not in root:
-                self._create(root, name, shape, dtype, dims, attrs)
+                try:
+                    self._create(root, name, shape, dtype, dims, attrs)
+                except (TypeError, ValueError) as exc:
+                    # a dtype zarr cannot hold: its calls stay HDF5 payloads (read from there)
+                    log.info("no zarr array for %r (dtype %s): %s", name, dtype, exc)
 
     # -- both sides ----------------------------------------------------------------------
     def array(self, name: str) -> Any:
@@ -205,9 +212,12 @@ class ZarrStore:
         arrays = [self._fits(name, data) for name, data in items.items()]
         if not variables or any(a is None for a in arrays):
             return False
-        with quiet_dtypes():
-            for arr, data in zip(arrays, items.values(), strict=True):
-                arr[i] = data
+        try:
+            with quiet_dtypes():
+                for arr, data in zip(arrays, items.values(), strict=True):
+                    arr[i] = data
+        except (TypeError, ValueError):
+            return False  # zarr cannot hold these values: the call goes to an HDF5 payload
         return True
 
     def stored_call(self, i: int) -> tuple[Any, ...] | None:
