@@ -128,8 +128,21 @@ def _template_array(tpl: dict[str, Any]) -> np.ndarray:
     return values.astype(dtype)
 
 
+def _attrs_of(attrs: dict[str, Any] | None) -> dict[str, Any]:
+    """Attributes from the manifest: JSON has no NaN, so the manifest holds a NaN attribute
+    as null; storage refuses None attributes, so a null can only have been a NaN."""
+    def nan(value: Any) -> Any:
+        if value is None:
+            return float("nan")
+        if isinstance(value, list):
+            return [nan(v) for v in value]
+        return value
+
+    return {k: nan(v) for k, v in (attrs or {}).items()}
+
+
 def _coordinate(tpl: dict[str, Any]) -> xr.Variable:
-    return xr.Variable(tuple(tpl["dims"]), _template_array(tpl), tpl.get("attrs") or {})
+    return xr.Variable(tuple(tpl["dims"]), _template_array(tpl), _attrs_of(tpl.get("attrs")))
 
 
 def _readable(manifest: Manifest) -> np.ndarray:
@@ -183,7 +196,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
                     f"{name!r}: give the two results different dimension names"
                 )
         var = xr.Variable((dim, *rec.dims), indexing.LazilyIndexedArray(arr),
-                          own_attrs(rec.attrs))
+                          _attrs_of(own_attrs(rec.attrs)))
         per_call = max(1, int(np.prod(arr.maxshape, dtype=np.int64)) * max(dtype.itemsize, 8))
         block = min(block, max(1, _BLOCK_BYTES // per_call))
         data_vars[name] = var
@@ -231,7 +244,7 @@ def _add_coords(coords: dict[Hashable, xr.Variable], name: str, rec: VarRecord,
                              in_store, store_name=per_call(cname))
         out = f"{cname}_per_call" if cname in cdims else cname
         coords[out] = xr.Variable((dim, *cdims), indexing.LazilyIndexedArray(arr),
-                                  tpl.get("attrs") or {})
+                                  _attrs_of(tpl.get("attrs")))
 
 
 def _attrs(manifest: Manifest, run_dir: str) -> dict[str, Any]:

@@ -333,3 +333,17 @@ def test_per_call_integer_coordinates_with_a_gap_keep_their_dtype(tmp_path: Any)
     ds = open_results(out).load()
     assert ds.t_per_call.dtype == np.int64
     assert ds.t_per_call.values[1].tolist() == [2**60 + 1, 2**60 + 2]
+
+
+def nan_attr(i: int) -> xr.DataArray:
+    return xr.DataArray([float(i)], dims="x", coords={"x": ("x", [0], {"pad": np.nan})},
+                        attrs={"fill": np.nan, "range": [0.0, np.nan]})
+
+
+def test_nan_attributes_come_back_as_nan(tmp_path: Any) -> None:
+    out = str(tmp_path / "r")
+    run_debug(nan_attr, 2, out, "hdf5")
+    ds = open_results(out)
+    assert np.isnan(ds.result_0.attrs["fill"])
+    assert ds.result_0.attrs["range"][0] == 0.0 and np.isnan(ds.result_0.attrs["range"][1])
+    assert np.isnan(ds.x.attrs["pad"])
