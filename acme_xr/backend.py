@@ -40,7 +40,7 @@ class AcmeXrBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: Iterable[str] | None = None,
         dim: str = "call",
-        mask_integers: bool = True,
+        mask_integers: bool = False,
     ) -> xr.Dataset:
         from .results import dataset_for
 

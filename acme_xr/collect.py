@@ -217,9 +217,15 @@ class Collector:
     def close(self) -> None:
         self.bar.close()
         if self.pickled:
+            for reason in self.pickled:  # each call and its reason, in the run's log
+                log.warning("pickled instead of stored: %s", reason)
+            # the warning names every such call (up to 20) with its reason
+            shown = "; ".join(self.pickled[:20])
+            more = len(self.pickled) - 20
             warnings.warn(
-                f"{len(self.pickled)} call(s) returned values HDF5 cannot hold and were pickled "
-                f"instead (<func>_<i>.pickle); first: {self.pickled[0]}",
+                f"{len(self.pickled)} call(s) returned values HDF5 cannot hold exactly and were "
+                f"pickled instead (<func>_<i>.pickle): {shown}"
+                + (f"; and {more} more (listed in the run's log)" if more > 0 else ""),
                 UserWarning,
                 stacklevel=5,
             )
