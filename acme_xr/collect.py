@@ -146,7 +146,8 @@ class Collector:
         for k, i in enumerate(result.indices):
             status = result.status[k]
             if status == OK:
-                m.record_done(i, result.fmt[k], result.meta[k], result.host)
+                m.record_done(i, result.fmt[k], result.meta[k], result.host,
+                              result.sums[k] if k < len(result.sums) else None)
                 if self.values is not None and result.values is not None:
                     self.values[i] = result.values[k]
                 if i in result.retried:
@@ -247,7 +248,7 @@ def adopt_payloads(manifest: Manifest, spec: WriteSpec) -> int:
             continue
         found = existing_payload(spec, i, manifest.coord_templates)
         if found is not None:
-            manifest.record_done(i, found[0], found[1], None)
+            manifest.record_done(i, found[0], found[1], None, found[2])
             adopted += 1
     return adopted
 

@@ -39,6 +39,7 @@ import numpy as np
 from h5py import h5d, h5f, h5p, h5s, h5t
 
 from .atomic import atomic_path
+from .checksums import Sums, checksum, file_sums, pread_exact
 from .hdf5_read import (
     COORDS_ATTR,
     DIMS_ATTR,
@@ -76,6 +77,7 @@ __all__ = [
     "user_attrs",
     "VarMeta",
     "PAYLOAD_FORMAT",
+    "META_GROUP",
 ]
 
 _STRING = h5py.string_dtype("utf-8")
@@ -149,8 +151,13 @@ def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any], what: str) -> None:
             ) from exc
 
 
-def write_payload(path: str, variables: Sequence[Variable]) -> None:
+def write_payload(path: str, variables: Sequence[Variable], *,
+                  checksums: bool = False) -> Sums | None:
     """Write one call's variables to a new HDF5 file at ``path``, atomically.
+
+    With ``checksums``, return the file's :class:`~acme_xr.storage.checksums.Sums`: its
+    size, the CRC-32C of the whole file and of each variable's data bytes at their offset
+    (None for a variable whose data is not one contiguous, unfiltered block).
 
     Raises
     ------
@@ -158,16 +165,49 @@ def write_payload(path: str, variables: Sequence[Variable]) -> None:
         When the variables contradict each other (one dimension with two sizes).
     """
     if sum(v.data.nbytes for v in variables) <= _IMAGE_MAX_BYTES:
-        image: bytes | bytearray | None = _from_template(variables)
+        spans: list[tuple[int, int] | None] = []
+        image: bytes | bytearray | None = _from_template(variables, spans)
         if image is None:
-            image = _file_image(variables)
+            spans.clear()
+            image = _file_image(variables, spans)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as out:
                 out.write(image)
-        return
+        return Sums.of_image(image, tuple(spans)) if checksums else None
     with atomic_path(path) as tmp:
         with h5py.File(_new_file(tmp.encode())) as fh:
             _fill(fh, variables)
+            fh.flush()
+            spans = _spans(fh, variables)
+        # too large to build in memory: checksum what reached the file (from the page cache)
+        return _sums_of_file(tmp, spans) if checksums else None
+
+
+def _spans(fh: h5py.Group, variables: Sequence[Variable]) -> list[tuple[int, int] | None]:
+    """(offset, length) of each variable's data bytes in the file, None when they are not
+    one contiguous block (HDF5's get_offset is undefined then)."""
+    out: list[tuple[int, int] | None] = []
+    for var in variables:
+        did = fh[var.storage_key].id
+        offset = did.get_offset()
+        out.append(None if offset is None else (offset, did.get_storage_size()))
+    return out
+
+
+def _sums_of_file(path: str, spans: Sequence[tuple[int, int] | None]) -> Sums:
+    size, crc = file_sums(path)
+    per_var: list[tuple[int, int, int] | None] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for span in spans:
+            if span is None:
+                per_var.append(None)
+                continue
+            data = pread_exact(fd, span[0], span[1])
+            per_var.append((span[0], span[1], checksum(data)))
+    finally:
+        os.close(fd)
+    return Sums(size, crc, tuple(per_var))
 
 
 def _new_file(name: bytes, fapl: h5p.PropFAID | None = None) -> h5f.FileID:
@@ -185,12 +225,12 @@ _IMAGE_MAX_BYTES = 4 * 2**20
 _images = itertools.count()
 
 
-def _file_image(variables: Sequence[Variable], offsets: list[int | None] | None = None,
-                ) -> bytes:
+def _file_image(variables: Sequence[Variable],
+                spans: list[tuple[int, int] | None] | None = None) -> bytes:
     """The bytes of an HDF5 file holding ``variables``, built in memory (core driver).
 
-    With ``offsets``, also appends where each variable's raw data starts in the image
-    (None when it is not stored in one contiguous block).
+    With ``spans``, also appends where each variable's raw data is in the image, as
+    (offset, length) (None when it is not stored in one contiguous block).
     """
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_fapl_core(64 * 1024, False)  # grow by 64 KiB; no file behind it
@@ -200,8 +240,8 @@ def _file_image(variables: Sequence[Variable], offsets: list[int | None] | None 
     with h5py.File(fid) as fh:
         _fill(fh, variables)
         fh.flush()
-        if offsets is not None:
-            offsets.extend(fh[v.name].id.get_offset() for v in variables)
+        if spans is not None:
+            spans.extend(_spans(fh, variables))
         return fid.get_file_image()  # type: ignore[no-any-return]
 
 
@@ -224,8 +264,10 @@ def _raw(var: Variable) -> np.ndarray | None:
     return None if h5dtype is not None else np.ascontiguousarray(data)
 
 
-def _from_template(variables: Sequence[Variable]) -> bytes | bytearray | None:
-    """The image of ``variables`` from a template, or None (built with HDF5 instead)."""
+def _from_template(variables: Sequence[Variable],
+                   spans: list[tuple[int, int] | None]) -> bytes | bytearray | None:
+    """The image of ``variables`` from a template, or None (built with HDF5 instead); on
+    success ``spans`` gets each variable's (offset, length) in the image."""
     raws = []
     for var in variables:
         raw = _raw(var)
@@ -240,27 +282,32 @@ def _from_template(variables: Sequence[Variable]) -> bytes | bytearray | None:
         if len(_templates) >= _TEMPLATES_KEPT:
             _templates.clear()
         _templates[key] = template
-        return template[0] if template is not None else None
+        if template is None:
+            return None
+        spans.extend((o, r.nbytes) for o, r in zip(template[1], raws, strict=True))
+        return template[0]
     if template is None:
         return None
     image = bytearray(template[0])
     for offset, raw in zip(template[1], raws, strict=True):
         image[offset:offset + raw.nbytes] = raw.tobytes()
+        spans.append((offset, raw.nbytes))
     return image
 
 
 def _make_template(variables: Sequence[Variable], raws: Sequence[np.ndarray],
                    ) -> tuple[bytes, tuple[int, ...]] | None:
-    offsets: list[int | None] = []
-    image = _file_image(variables, offsets)
+    spans: list[tuple[int, int] | None] = []
+    image = _file_image(variables, spans)
     if len(image) > _TEMPLATE_MAX_BYTES:
         return None
     found = []
-    for offset, raw in zip(offsets, raws, strict=True):
+    for span, raw in zip(spans, raws, strict=True):
         # the data must be exactly the array's bytes at one place, or no template
-        if offset is None or image[offset:offset + raw.nbytes] != raw.tobytes():
+        if span is None or span[1] != raw.nbytes or (
+                image[span[0]:span[0] + raw.nbytes] != raw.tobytes()):
             return None
-        found.append(offset)
+        found.append(span[0])
     return image, tuple(found)
 
 

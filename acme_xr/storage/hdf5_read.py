@@ -32,15 +32,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .values import Coord, Variable
+from .values import PAYLOAD_FORMAT, Coord, Variable
 
 __all__ = ["describe_payload", "read_payload", "read_variables", "scan_group", "decode",
-           "find_dataset", "read_mask", "payload_format", "user_attrs", "VarMeta"]
+           "find_dataset", "read_mask", "payload_format", "user_attrs", "VarMeta",
+           "PAYLOAD_FORMAT"]
 
 # (name, shape, dtype string, dims) of one variable in one payload.
 VarMeta = tuple[str, tuple[int, ...], str, tuple[str, ...]]
 
-PAYLOAD_FORMAT = 2
 FORMAT_ATTR = "_acme_xr_format"
 NAMES_ATTR = "_acme_xr_names"
 NAME_ATTR = "_acme_xr_name"

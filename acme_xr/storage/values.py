@@ -48,6 +48,8 @@ __all__ = ["Coord", "NotStorable", "Variable", "to_variables", "token", "dtype_o
            "own_attrs", "MASKED_ATTR", "FIELDS_ATTR", "DATASET_ATTRS_ATTR", "RESERVED_PREFIX"]
 
 RESERVED_PREFIX = "_acme_xr_"
+# the layout of HDF5 payloads (see acme_xr.storage.hdf5_read); the manifest records it
+PAYLOAD_FORMAT = 2
 # True on a variable whose call returned a masked array: its mask is stored beside it
 MASKED_ATTR = "_acme_xr_masked"
 # the fields of a structured dtype (JSON of ``dtype.descr``): a dtype string cannot hold them
