@@ -324,7 +324,9 @@ class Runner:
                 return "zarr", _describe(variables, out.templates), None
             sums = self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
             return "h5", _describe(variables, out.templates), sums
-        except (NotStorable, TypeError) as exc:
+        except NotStorable as exc:
+            # only NotStorable: storage turns what HDF5 cannot convert into it, naming the
+            # variable; any other TypeError is a real failure of the call (with its traceback)
             sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
             out.warnings.append(f"call {i}: {exc}")
             return "pickle", None, sums
