@@ -27,7 +27,8 @@ import numpy as np
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .errors import MissingPayloadError
+from .errors import MissingPayloadError, PayloadCorruptError
+from .integrity import check_read
 from .scan import payload_location
 from .storage.hdf5 import decode, find_dataset, read_mask
 from .storage.zarr import mask_of, quiet_dtypes
@@ -81,12 +82,19 @@ class CallStackArray(BackendArray):
     mask : bool
         Read the variable's mask instead of its values (boolean; True where a call has no
         value, where its array was masked, and in padding).
+    sizes : numpy.ndarray, optional
+        Per call: the recorded size of its payload file (-1: not recorded), checked before
+        each read (:func:`acme_xr.integrity.check_read`).
+    spans : numpy.ndarray, optional
+        Per call: (offset, length, checksum) of the variable's data bytes (-1: not
+        recorded), checked when a read takes the whole variable.
     """
 
     def __init__(self, run_dir: str, header: dict[str, Any], name: str,
                  shapes: list[tuple[int, ...] | None], native: np.dtype, dtype: np.dtype,
                  fill: Any, in_store: np.ndarray | None = None,
-                 store_name: str | None = None, mask: bool = False) -> None:
+                 store_name: str | None = None, mask: bool = False,
+                 sizes: np.ndarray | None = None, spans: np.ndarray | None = None) -> None:
         present = [s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
@@ -102,6 +110,9 @@ class CallStackArray(BackendArray):
         self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
         self.store_name = store_name or name
         self.mask = mask
+        # sums apply to files of one call only, never to a single_file container's groups
+        self.sizes = None if header.get("group") else sizes
+        self.spans = None if header.get("group") else spans
         # values of a masked float result read NaN where masked (set by build_dataset)
         self.masked_nan = False
         if mask:
@@ -214,14 +225,25 @@ class CallStackArray(BackendArray):
     def _read_call(self, c: int, rest: tuple[Any, ...], into: np.ndarray | None = None) -> Any:
         """Call ``c``'s values at ``rest`` (or read them straight into ``into``)."""
         path, group = payload_location(self.header, self.run_dir, c)
+        # a read of every element reads every data byte: check them (cheap, read anyway)
+        whole = not self.mask and all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
+                                      for k, n in zip(rest, self.maxshape, strict=True))
+        size = None if self.sizes is None or self.sizes[c] < 0 else int(self.sizes[c])
+        span = None
+        if whole and self.spans is not None and self.spans[c, 1] >= 0:
+            span = tuple(int(x) for x in self.spans[c])
+        check_read(c, path, size, span, self.name)  # type: ignore[arg-type]
         try:
-            fh = h5py.File(path, "r")
-        except FileNotFoundError as exc:
-            raise MissingPayloadError(
-                f"call {c}: the payload {path} listed in the run's manifest is gone; restore it, "
-                "or re-run that call with ParallelMap(..., resume=True)"
-            ) from exc
-        with fh:
+            return self._read_checked(c, path, group, rest, into)
+        except PayloadCorruptError:
+            raise
+        except OSError as exc:  # HDF5 cannot open or read it: damaged, never a result
+            raise PayloadCorruptError.for_calls(
+                {c: (path, f"HDF5 cannot read it ({exc})")}) from exc
+
+    def _read_checked(self, c: int, path: str, group: str | None, rest: tuple[Any, ...],
+                      into: np.ndarray | None) -> Any:
+        with h5py.File(path, "r") as fh:
             stacked = (self.header.get("stacked") or {}).get(self.name)
             try:
                 if stacked is not None:  # single_file + result_shape: one row of a dataset

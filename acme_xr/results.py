@@ -18,8 +18,12 @@ calls they need, read, and close them again (no handle per payload is kept open)
 * A masked array (:class:`numpy.ma.MaskedArray`) returned by a call keeps its mask: the
   result holds the data (NaN where masked, for floating-point results) and ``<name>_mask``
   is True where it was masked (and at gaps).
-* A payload that the manifest lists but that is gone raises
-  :class:`~acme_xr.errors.MissingPayloadError` on read.
+* Payloads prove themselves: a read compares each payload's size and the checksum of the
+  data bytes it reads with what the call recorded in the manifest; a payload that is
+  missing, emptied, truncated, changed or that HDF5 cannot read raises
+  :class:`~acme_xr.errors.PayloadCorruptError` naming the file and the call
+  (:class:`~acme_xr.errors.MissingPayloadError` when it is gone).
+  ``open_results(..., verify=True)`` checks every payload's whole-file checksum up front.
 * Results whose shape differs between calls are padded to the largest shape with the same
   fill; their true shapes are the coordinate ``<var>_shape``. Results whose number of
   dimensions differs cannot be stacked: a :class:`~acme_xr.errors.ResultsLayoutError` names
@@ -53,7 +57,8 @@ import xarray as xr
 from xarray.core import indexing
 
 from .callstack import CallStackArray
-from .errors import ResultsLayoutError
+from .errors import PayloadCorruptError, ResultsLayoutError
+from .integrity import verify_run
 from .manifest import DONE, FAILED, PENDING, Manifest, VarRecord
 from .scan import load_manifest, locate_run, refresh_pending
 from .storage.values import DATASET_ATTRS_ATTR, MASKED_ATTR, dtype_of, own_attrs
@@ -180,11 +185,12 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         native = dtype_of(rec.dtype, rec.attrs)
         dtype, fill = _output_dtype(native, gaps, mask_integers)
         masked = bool(rec.attrs.get(MASKED_ATTR))
-        arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store)
+        arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
+                             sizes=manifest.size, spans=rec.spans)
         arr.masked_nan = masked and dtype.kind in "fc"
         if _needs_mask(gaps, masked, dtype):
             marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
-                                  mask=True)
+                                  mask=True, sizes=manifest.size)
             masks[f"{name}_mask"] = xr.Variable((dim, *rec.dims),
                                                 indexing.LazilyIndexedArray(marr))
         if rec.attrs.get(DATASET_ATTRS_ATTR):
@@ -241,7 +247,7 @@ def _add_coords(coords: dict[Hashable, xr.Variable], name: str, rec: VarRecord,
         native = np.dtype(tpl["dtype"])
         dtype, fill = _output_dtype(native, True, False)  # a coordinate keeps its dtype too
         arr = CallStackArray(run_dir, manifest.header, cname, cshapes, native, dtype, fill,
-                             in_store, store_name=per_call(cname))
+                             in_store, store_name=per_call(cname), sizes=manifest.size)
         out = f"{cname}_per_call" if cname in cdims else cname
         coords[out] = xr.Variable((dim, *cdims), indexing.LazilyIndexedArray(arr),
                                   _attrs_of(tpl.get("attrs")))
@@ -273,6 +279,7 @@ def open_results(
     chunks: int | str | None = "auto",
     mask_integers: bool = False,
     drop_variables: Iterable[str] | None = None,
+    verify: bool = False,
 ) -> xr.Dataset:
     """Open all results of a run as one lazy, labelled :class:`xarray.Dataset`.
 
@@ -293,6 +300,10 @@ def open_results(
         masked integers), with a warning when a value is beyond 2**53 and so not exact.
     drop_variables : iterable of str, optional
         Variables not to open.
+    verify : bool
+        Check every payload's whole-file checksum (and size) against the manifest now, and
+        raise one error listing every bad payload. Without it, each read checks the size of
+        the payloads it opens and the checksum of the data bytes it reads.
 
     Returns
     -------
@@ -302,6 +313,9 @@ def open_results(
     ------
     ResultsLayoutError
         ``path`` holds no run, or results cannot be stacked (differing dimensions).
+    PayloadCorruptError
+        ``verify=True`` and some payloads are missing, emptied, truncated or changed (all
+        are listed, with their calls). Reads raise it too, for the payload they read.
     """
     from .backend import AcmeXrBackendEntrypoint
 
@@ -316,15 +330,19 @@ def open_results(
             f"chunks={chunks!r} is not valid: give 'auto', None or a number >= 1")
     return xr.open_dataset(
         locate_run(path), engine=AcmeXrBackendEntrypoint, chunks=chunk_arg, dim=dim,
-        mask_integers=mask_integers, drop_variables=drop_variables,
+        mask_integers=mask_integers, drop_variables=drop_variables, verify=verify,
     )
 
 
 def dataset_for(path: str | os.PathLike[str], *, dim: str = "call",
-                mask_integers: bool = False) -> xr.Dataset:
+                mask_integers: bool = False, verify: bool = False) -> xr.Dataset:
     """The lazy Dataset of the run at ``path`` (what the xarray backend returns)."""
     run_dir = locate_run(path)
     manifest = load_manifest(run_dir)
     if manifest.state in ("running", "interrupted", "rebuilt"):
         refresh_pending(manifest, run_dir)
+    if verify:
+        bad = verify_run(run_dir, manifest)
+        if bad:
+            raise PayloadCorruptError.for_calls(bad)
     return build_dataset(run_dir, manifest, dim=dim, mask_integers=mask_integers)
