@@ -30,7 +30,7 @@ from xarray.core import indexing
 from .errors import MissingPayloadError, PayloadCorruptError
 from .integrity import check_read
 from .scan import payload_location
-from .storage.hdf5 import decode, find_dataset, read_mask
+from .storage.hdf5 import META_GROUP, decode, find_dataset, read_mask
 from .storage.zarr import mask_of, quiet_dtypes
 
 __all__ = ["CallStackArray"]
@@ -248,11 +248,19 @@ class CallStackArray(BackendArray):
             try:
                 if stacked is not None:  # single_file + result_shape: one row of a dataset
                     where: list[Any] = [slice(0, n) for n in self.shapes[c]]  # type: ignore[union-attr]
-                    if self.mask:  # a stacked dataset holds values only: every one present
-                        return _outer_index(self._pad(np.zeros(self.shapes[c], bool)), rest)  # type: ignore[arg-type]
+                    # the stacked dataset holds values only; a masked result_0's mask is
+                    # the call group's _acme_xr/mask_0
+                    own = fh.get(f"{group}/{META_GROUP}/mask_0") if group else None
+                    stored = None if own is None else np.asarray(own[()]).astype(bool)
+                    if self.mask:
+                        own_shape: tuple[int, ...] = self.shapes[c]  # type: ignore[assignment]
+                        full = np.zeros(own_shape, bool) if stored is None else stored
+                        return _outer_index(self._pad(full), rest)
                     ds = fh[stacked["dataset"]]
                     where.insert(stacked["axis"], c)
                     full = np.asarray(ds[tuple(where)]).astype(self.native)
+                    if self.masked_nan and stored is not None:
+                        full = np.where(stored, np.nan, full).astype(self.native)
                     return _outer_index(self._pad(full), rest)
                 grp = fh[group] if group else fh
                 ds = find_dataset(grp, self.name)

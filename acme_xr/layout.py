@@ -203,6 +203,8 @@ class RunLayout:
         if manifest.status[i] != DONE:
             return None
         if self.mode == "single_file":
+            if manifest.fmt[i] == "pickle":
+                return self.kept_pickle(i)
             return self.container
         if manifest.fmt[i] == "zarr":
             return self.store
@@ -272,13 +274,21 @@ class RunLayout:
         store.consolidate()
         return self.store
 
+    def kept_pickle(self, i: int) -> str:
+        """Where a single_file run keeps call ``i``'s pickle (a value HDF5 cannot hold)."""
+        return os.path.join(self.output_dir, f"{self.stem}_{i}.pickle")
+
     def _merge_single_file(self, manifest: Manifest, done: list[int]) -> None:
         """Copy every per-call file into ``<func>.h5``, then remove the per-call files.
 
         Calls merged by an earlier (interrupted, then resumed) compute have no per-call
-        file any more: they are copied from the previous ``<func>.h5``.
+        file any more: they are copied from the previous ``<func>.h5``. Pickled calls keep
+        their pickle, moved to ``<output_dir>/<func>_<i>.pickle`` (the manifest says
+        "pickled": removing it would lose the call's only copy).
         """
         import h5py
+
+        from .storage.checksums import file_sums
 
         axis = None if self.result_shape is None else self.result_shape.index(None)
         assert self.container is not None
@@ -287,7 +297,16 @@ class RunLayout:
             if os.path.exists(self.container):
                 old = stack.enter_context(h5py.File(self.container, "r"))
             self._merge_into(manifest, done, axis, old)
+        for i in manifest.indices(DONE):
+            part = self.payload(int(i), "pickle")
+            if manifest.fmt[i] == "pickle" and os.path.exists(part):
+                os.replace(part, self.kept_pickle(int(i)))
         shutil.rmtree(self.payload_dir, ignore_errors=True)
+        # the per-call sums described the parts: the container is checked as a whole
+        for i in done:
+            manifest.forget_sums(i)
+        if manifest.header.get("checksum"):
+            manifest.header["container_sums"] = list(file_sums(self.container))
 
     def _merge_into(self, manifest: Manifest, done: list[int], axis: int | None,
                     old: h5py.File | None) -> None:
@@ -309,9 +328,10 @@ class RunLayout:
                                                  dtype=self.result_dtype, fillvalue=fill)
                 for i in done:
                     if not os.path.exists(self.payload(i)) and old is not None:
-                        hdf5.write_variables(dst.create_group(f"comp_{i}"),
-                                             hdf5.read_variables(old[f"comp_{i}"]))
+                        grp = dst.create_group(f"comp_{i}")
+                        hdf5.write_variables(grp, hdf5.read_variables(old[f"comp_{i}"]))
                         if stacked is not None:
+                            _copy_stacked_mask(old[f"comp_{i}"], grp)
                             prev = old["result_0"][(slice(None),) * axis + (i,)]  # type: ignore[operator]
                             where: list[slice | int] = [slice(0, n) for n in prev.shape]
                             where.insert(axis, i)  # type: ignore[arg-type]
@@ -319,13 +339,35 @@ class RunLayout:
                         continue
                     with h5py.File(self.payload(i), "r") as src:
                         variables = hdf5.read_variables(src)
+                    mask = None
                     if stacked is not None:
                         first = next(v for v in variables if v.name == "result_0")
                         sel: list[slice | int] = [slice(0, n) for n in first.data.shape]
                         sel.insert(axis, i)  # type: ignore[arg-type]
                         stacked[tuple(sel)] = first.data
+                        mask = first.mask
                         variables = [v for v in variables if v.name != "result_0"]
-                    hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
+                    grp = dst.create_group(f"comp_{i}")
+                    hdf5.write_variables(grp, variables)
+                    if mask is not None:
+                        # the stacked dataset holds values only: the mask of a masked
+                        # result_0 stays with its call, where open_results reads it
+                        grp.require_group(hdf5.META_GROUP).create_dataset(
+                            STACKED_MASK, data=mask)
+
+
+STACKED_MASK = "mask_0"
+
+
+def _copy_stacked_mask(src: h5py.Group, dst: h5py.Group) -> None:
+    import h5py
+
+    from .storage import hdf5
+
+    meta = src.get(hdf5.META_GROUP)
+    if isinstance(meta, h5py.Group) and STACKED_MASK in meta:
+        dst.require_group(hdf5.META_GROUP).create_dataset(STACKED_MASK,
+                                                          data=meta[STACKED_MASK][()])
 
 
 def remove_old_runs(directory: str, older_than_days: int) -> list[str]:

@@ -235,9 +235,7 @@ def test_a_call_with_an_unstorable_attribute_is_pickled_with_a_warning(tmp_path:
     import glob
     import pickle
 
-    if mode == "single_file":
-        pytest.skip("layout.py (issue 9's part) removes <func>_payload/, pickles included, when "
-                    "it merges a single_file run: reported for the merge")
+    # single_file keeps the pickle as <output_dir>/<func>_<i>.pickle when it merges
     (path,) = glob.glob(os.path.join(out, "**", "odd_attr_1.pickle"), recursive=True)
     with open(path, "rb") as fh:
         assert pickle.load(fh).attrs == {"meta": {"a": 1}}  # the value unchanged
@@ -319,6 +317,27 @@ def test_single_file_stacked_integers_with_a_gap_stay_exact(tmp_path: Any) -> No
     assert ds.result_0.dtype == np.int64
     assert ds.result_0.values[:2].tolist() == [list(np.arange(3) + 2**60)] * 2
     assert ds.result_0_mask.values.tolist() == [[False] * 3, [False] * 3, [True] * 3]
+
+
+@pytest.mark.parametrize("func,dtype", [(masked, "int64"), (masked_float, "float")])
+def test_single_file_stacked_masked_result_keeps_its_mask(tmp_path: Any, func: Any,
+                                                          dtype: str) -> None:
+    # with result_shape, result_0 of every call goes into one stacked dataset; its mask
+    # stays with the call (comp_<i>/_acme_xr/mask_0)
+    out = str(tmp_path / "r")
+    ParallelMap(func, list(range(3)), output_dir=out, single_file=True, result_shape=(None, 4),
+                result_dtype=dtype, verbose=False).compute(debug=True)
+    with h5py.File(os.path.join(out, f"{func.__name__}.h5")) as fh:
+        assert fh["comp_1/_acme_xr/mask_0"][()].astype(bool).tolist() == [
+            bool(m) for m in np.ma.getmaskarray(func(1))]
+    ds = open_results(out).load()
+    for i in range(3):
+        mask = np.ma.getmaskarray(func(i))
+        assert ds.result_0_mask.values[i].tolist() == mask.tolist()
+        got = np.ma.masked_array(ds.result_0.values[i], ds.result_0_mask.values[i])
+        assert got.compressed().tolist() == func(i).compressed().tolist()
+        if dtype == "float":
+            assert np.isnan(ds.result_0.values[i][mask]).all()
 
 
 def per_call_ticks(i: int) -> xr.DataArray:
