@@ -328,7 +328,7 @@ class RunLayout:
                     hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
 
 
-def remove_old_runs(directory: str, older_than_days: int) -> list[str]:
+def remove_old_runs(directory: str, older_than_days: float) -> list[str]:
     """Delete ``ACME_YYYYMMDD-hhmmss-ffffff`` run directories older than the threshold.
 
     Only directories whose name has exactly that form are touched (ACME's
