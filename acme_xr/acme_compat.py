@@ -85,24 +85,33 @@ def _argument(where: str, name: str, entry: Any, n_calls: int) -> Argument:
     )
 
 
-def _acme_positional_count(plan: CallPlan) -> int:
-    """How many of the plan's positional arguments ACME keeps in ``argv``.
+def _acme_layout(plan: CallPlan) -> tuple[list[Argument], dict[str, Argument]]:
+    """The plan's arguments as ACME files them: ``argv`` and ``kwargv``.
 
-    ACME puts the parameters without a default in ``argv`` and those with one in
-    ``kwargv`` (by name). The trailing positional arguments of parameters with a default
-    that may be given by name move to ``kwargv``: the calls stay the same.
+    ACME puts the parameters without a default in ``argv`` (in the function's order, also
+    when given by name) and those with a default in ``kwargv`` (by name). The calls stay
+    the same: leading positional parameters may be given by position or by name.
     """
+    args, kwargs = list(plan.args), dict(plan.kwargs)
     try:
         params = inspect.signature(plan.func).parameters
     except (TypeError, ValueError):
-        return len(plan.args)
-    cut = len(plan.args)
-    while cut > 0:
-        p = params.get(plan.args[cut - 1].name)
+        return args, kwargs
+    ordinary = [p for p in params.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    cut = len(args)
+    while cut > 0:  # trailing arguments of parameters with a default: by name
+        p = params.get(args[cut - 1].name)
         if p is None or p.kind is not p.POSITIONAL_OR_KEYWORD or p.default is p.empty:
             break
         cut -= 1
-    return cut
+    moved = {a.name: a for a in args[cut:]}
+    argv = args[:cut]
+    for p in ordinary[cut:]:  # required parameters given by name: by position
+        if p.default is not p.empty or p.name not in kwargs:
+            break
+        argv.append(kwargs.pop(p.name))
+    return argv, {**moved, **kwargs}
 
 
 def _kept(before: Argument | None, entry: Any) -> Argument | None:
@@ -142,10 +151,9 @@ class AcmeAttributes:
     @plan.setter
     def plan(self, plan: CallPlan) -> None:
         self._plan = plan
-        cut = _acme_positional_count(plan)
-        self.argv = [_entry(a) for a in plan.args[:cut]]
-        self.kwargv = {a.name: _entry(a) for a in plan.args[cut:]}
-        self.kwargv.update((k, _entry(a)) for k, a in plan.kwargs.items())
+        argv, kwargv = _acme_layout(plan)
+        self.argv = [_entry(a) for a in argv]
+        self.kwargv = {k: _entry(a) for k, a in kwargv.items()}
         self._synced = self._argv_state()
 
     def _sync_plan(self) -> None:
@@ -179,19 +187,19 @@ class AcmeAttributes:
                 "pmap.argv must be a list and pmap.kwargv a dict (keyword -> list), not "
                 f"{type(self.argv).__name__} and {type(self.kwargv).__name__}"
             )
-        cut = _acme_positional_count(old)
-        by_name = {a.name: a for a in old.args[cut:]} | dict(old.kwargs)
+        old_argv, old_kwargv = _acme_layout(old)
         args = []
         for k, entry in enumerate(self.argv):
-            before = old.args[k] if k < cut else None
+            before = old_argv[k] if k < len(old_argv) else None
             name = before.name if before is not None else f"arg_{k}"
             args.append(_kept(before, entry) or _argument(f"pmap.argv[{k}]", name, entry, n))
         kwargs = {}
         for key, entry in self.kwargv.items():
             if not isinstance(key, str):
                 raise InputTypeError(f"pmap.kwargv keys must be parameter names, not {key!r}")
-            kwargs[key] = (_kept(by_name.get(key), entry)
-                           or _argument(f"pmap.kwargv[{key!r}]", key, entry, n))
+            before = old_kwargv.get(key)
+            kwargs[key] = (_kept(before, entry) or _argument(
+                f"pmap.kwargv[{key!r}]", before.name if before else key, entry, n))
         return dataclasses.replace(old, args=tuple(args), kwargs=kwargs)
 
 

@@ -205,6 +205,25 @@ def test_argv_and_kwargv_have_acmes_shapes(tmp_path: Any) -> None:
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(("args", "kwargs", "argv", "kwargv"), [
+    # ACME moves a parameter without a default given by name to argv ...
+    (([1, 2],), {"y": 4}, [[1, 2], [4]], {}),
+    (([1, 2],), {"y": 4, "z": 5}, [[1, 2], [4]], {"z": [5]}),
+    # ... and files a parameter with a default under its name
+    (([1, 2], 4, 5), {}, [[1, 2], [4]], {"z": [5]}),
+    (([1, 2], 4, 5, "s"), {}, [[1, 2], [4]], {"z": [5], "w": ["s"]}),
+])
+def test_argv_holds_the_parameters_without_default_as_in_acme(
+        client: Any, args: Any, kwargs: Any, argv: Any, kwargv: Any) -> None:
+    pmap = ParallelMap(f4, *args, **kwargs, write_worker_results=False)
+    assert pmap.argv == argv and pmap.kwargv == kwargv
+    direct = [f4(*[a[i] if len(a) > 1 else a[0] for a in argv],
+                 **{k: v[i] if len(v) > 1 else v[0] for k, v in kwargv.items()})
+              for i in range(2)]
+    pmap.argv[1] = [7]  # an edit makes the plan be rebuilt from argv/kwargv
+    assert pmap.compute() == [(x, 7, *rest) for x, _, *rest in direct]
+
+
 def collect(x: Any, cfg: Any = None) -> Any:
     return cfg
 
