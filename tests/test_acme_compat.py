@@ -120,6 +120,24 @@ def test_acme_readers_of_emergency_pickles_work(client: Any, tmp_path: Any) -> N
             assert fname.endswith(".h5")
 
 
+@pytest.mark.filterwarnings("ignore:.*pickled instead:UserWarning")
+def test_single_file_keeps_the_pickles_of_values_hdf5_cannot_hold(client: Any,
+                                                                  tmp_path: Any) -> None:
+    # ACME fails such a call with single_file=True; acme_xr keeps the value as it does
+    # without single_file, and the other calls in <func>.h5
+    out = tmp_path / "run"
+    files = ParallelMap(sabotage, list(range(4)), single_file=True,
+                        output_dir=str(out)).compute()
+    assert files == [str(out / "sabotage.h5")]
+    for i in (0, 2):
+        with open(out / f"sabotage_{i}.pickle", "rb") as fh:
+            assert _same(pickle.load(fh), [sabotage(i)])
+    import h5py
+
+    with h5py.File(files[0]) as fh:
+        assert np.array_equal(fh["comp_3/result_0"][()], sabotage(3))
+
+
 # -- 2. exception types of bad keyword values ---------------------------------------------
 def f3(x: Any, y: Any, z: Any = 3) -> Any:
     return (x + y) * z
