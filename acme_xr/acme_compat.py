@@ -131,6 +131,7 @@ class AcmeAttributes:
 
     _plan: CallPlan
     _synced: tuple[Any, ...]
+    _state_refs: tuple[Any, ...]
     argv: list[Any]
     kwargv: dict[str, Any]
     options: Options
@@ -177,6 +178,9 @@ class AcmeAttributes:
 
     def _argv_state(self) -> tuple[Any, ...]:
         argv, kwargv = self.argv, self.kwargv
+        # keep the objects alive until the next look, so that an object the user puts in
+        # meanwhile cannot reuse the id of one the state was taken from
+        self._state_refs = (argv, kwargv, list(argv), list(kwargv.values()))
         return (id(argv), id(kwargv), tuple(_state(e) for e in argv),
                 tuple((k, _state(e)) for k, e in kwargv.items()))
 
