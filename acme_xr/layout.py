@@ -287,6 +287,13 @@ class RunLayout:
             if os.path.exists(self.container):
                 old = stack.enter_context(h5py.File(self.container, "r"))
             self._merge_into(manifest, done, axis, old)
+        # values HDF5 cannot hold were pickled beside the parts: keep them, as
+        # <output_dir>/<func>_<i>.pickle (the name ACME gives its pickles), before the
+        # parts go
+        for i in manifest.indices(DONE):
+            part = self.payload(int(i), "pickle")
+            if manifest.fmt[i] == "pickle" and os.path.exists(part):
+                os.replace(part, os.path.join(self.output_dir, os.path.basename(part)))
         shutil.rmtree(self.payload_dir, ignore_errors=True)
 
     def _merge_into(self, manifest: Manifest, done: list[int], axis: int | None,
@@ -328,7 +335,7 @@ class RunLayout:
                     hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
 
 
-def remove_old_runs(directory: str, older_than_days: int) -> list[str]:
+def remove_old_runs(directory: str, older_than_days: float) -> list[str]:
     """Delete ``ACME_YYYYMMDD-hhmmss-ffffff`` run directories older than the threshold.
 
     Only directories whose name has exactly that form are touched (ACME's

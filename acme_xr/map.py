@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .acme_compat import AcmeAttributes
 from .cluster import ClusterLease
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
@@ -45,7 +46,7 @@ __all__ = ["ParallelMap"]
 log = logging.getLogger(__name__)
 
 
-class ParallelMap:
+class ParallelMap(AcmeAttributes):
     """Run ``func`` once per input in parallel and keep every call's results.
 
     A drop-in successor of ACME's ``ParallelMap``: same keywords, defaults and argument
@@ -144,6 +145,15 @@ class ParallelMap:
         results of the calls that succeeded (None at the failed ones).
     output_dir : str or None
         The run directory after :meth:`compute` (None in memory mode).
+    argv, kwargv : list, dict
+        ACME's view of the arguments: per positional argument (per keyword) a list of one
+        value per call, or ``[value]`` for a value every call gets. Edits before
+        :meth:`compute` change what the calls receive (see :mod:`acme_xr.acme_compat`).
+    n_calls : int
+        ACME's name for ``n_inputs``.
+    daemon, config
+        ACME's ``pmap.daemon.client`` (None until :meth:`compute` starts or adopts a
+        client) and ``pmap.config.output_dir`` / ``.n_calls``.
 
     Examples
     --------
@@ -188,6 +198,7 @@ class ParallelMap:
         **kwargs: Any,
     ) -> None:
         self.options = validate_options(
+            n_inputs=n_inputs,
             write_worker_results=write_worker_results,
             cleanup_threshold_days=cleanup_threshold_days,
             output_dir=output_dir,
@@ -211,7 +222,9 @@ class ParallelMap:
             batch_size=batch_size,
             seed=seed,
         )
-        self.plan = distribute(func, args, kwargs, n_inputs, seed=self.options.seed)
+        # the plan also sets ACME's pmap.argv / pmap.kwargv (see acme_compat)
+        self.plan = distribute(func, args, kwargs, self.options.n_inputs,
+                               seed=self.options.seed)
         self.func = func
         self.n_inputs = self.plan.n_inputs
         self.results_container: str | None = None
@@ -220,6 +233,7 @@ class ParallelMap:
         self.manifest: Manifest | None = None
         self.logfile: str | None = None
         self._lease: ClusterLease | None = None
+        self._last_client: Any = None  # pmap.daemon.client after the run
 
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> ParallelMap:
@@ -271,6 +285,7 @@ class ParallelMap:
         """
         if not isinstance(debug, bool):
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
+        self._sync_plan()  # edits of pmap.argv/kwargv: checked before anything is created
         o = self.options
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(bool(o.resume)) if layout is not None else False
@@ -442,7 +457,7 @@ class ParallelMap:
                     sink.tick()
                 return
             lease = self._cluster_lease()
-            client = lease.acquire()
+            client = self._last_client = lease.acquire()
             execute(
                 client, self.plan, runner, todo, sink.add, sink.batch_failed,
                 slots=lease.n_worker_slots(),

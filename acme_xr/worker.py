@@ -303,7 +303,9 @@ class Runner:
             self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
             return "h5", _describe(variables, out.templates)
         except (NotStorable, TypeError) as exc:
-            self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
+            # the same object ACME's emergency pickling dumps, so ACME's readers load it
+            self._write(pickled.write_pickle, spec.payload(i, "pickle"),
+                        pickled.fallback_value(result))
             out.warnings.append(f"call {i}: {exc}")
             return "pickle", None
 
