@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .cluster import ClusterLease
+from .cluster import ClusterLease, _running_client
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
 from .errors import InputTypeError, ResultShapeError, ResumeMismatchError, StorageError
+from .guard import check_main_guard
 from .inputs import distribute, func_fingerprint, inputs_fingerprint
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
@@ -241,6 +242,12 @@ class ParallelMap:
             message names the path; the calls that finished are kept and recorded.
         RunExistsError, ResumeMismatchError
             ``output_dir`` holds another run (and ``resume`` is False / does not fit).
+        RunLockedError
+            Another process is running in ``output_dir`` (it holds ``.acme_xr.lock``).
+        MainGuardError
+            A script calls this at module level outside ``if __name__ == "__main__":``
+            while acme_xr would start local worker processes (they re-import the script);
+            also in a worker's import of such a script. Raised before anything is created.
         KeyboardInterrupt
             After a Ctrl-C: pending calls are cancelled, a cluster acme_xr started is
             closed, finished payloads are kept and the manifest (state ``"interrupted"``)
@@ -249,6 +256,9 @@ class ParallelMap:
         if not isinstance(debug, bool):
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
         o = self.options
+        # only a local cluster's spawned workers re-import the script
+        check_main_guard(lambda: not debug and o.partition == "auto"
+                         and _running_client() is None)
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(o.resume) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
