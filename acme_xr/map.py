@@ -28,6 +28,7 @@ from .inputs import distribute, func_fingerprint, inputs_fingerprint
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
+from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .storage.atomic import remove_stale_temporaries
 from .worker import Runner, WriteSpec, split_values_for
@@ -274,14 +275,13 @@ class ParallelMap:
             if not confirm(o.setup_interactive):
                 return None
 
-        if layout is not None:
-            if o.output_dir is None and o.cleanup_threshold_days is not None:
-                remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
-            layout.create()
-            self.output_dir = layout.output_dir
+        if layout is not None and o.output_dir is None and o.cleanup_threshold_days is not None:
+            remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
         self.logfile = logfile
-        with run_logging(logfile, o.verbose):
+        with self._locked_run(layout, previous) as previous, run_logging(logfile, o.verbose):
             manifest = self._open_manifest(layout, previous)
+            if layout is not None:  # who holds the run (named to a second process)
+                manifest.header["process"] = process_record()
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
@@ -306,6 +306,27 @@ class ParallelMap:
         return self._outcome(manifest, layout, values, problems)
 
     # -- steps ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked_run(self, layout: RunLayout | None,
+                    previous: Manifest | None) -> Iterator[Manifest | None]:
+        """Hold the run directory's lock while the block runs; yield the run to resume.
+
+        The lock is taken before the first write (it creates the directory), and what
+        another process did since the first checks counts: the directory is checked and
+        the run to resume read again under the lock.
+        """
+        if layout is None:
+            yield None
+            return
+        with RunLock(layout.output_dir):
+            if layout.check(self.options.resume, holding_lock=True):
+                previous = self._previous_run(layout)
+            else:
+                previous = None
+            layout.create()
+            self.output_dir = layout.output_dir
+            yield previous
+
     def _cluster_lease(self) -> ClusterLease:
         if self._lease is None:
             o = self.options
