@@ -31,6 +31,7 @@ __all__ = [
     "CallCrashedError",
     "MissingPayloadError",
     "ResultsLayoutError",
+    "ManifestCorruptError",
     "MainGuardError",
     "RunLockedError",
 ]
@@ -164,6 +165,16 @@ class MissingPayloadError(AcmeXrError, FileNotFoundError):
 
 class ResultsLayoutError(AcmeXrError, ValueError):
     """A directory is not a run acme_xr (or ACME) can open, or its results cannot be combined."""
+
+
+class ManifestCorruptError(ResultsLayoutError):
+    """A run's ``manifest.json`` is damaged (truncated, not JSON, not a manifest).
+
+    acme_xr writes its manifest atomically and durably, so only an outside cause damages
+    it. :func:`~acme_xr.open_results` then rebuilds the manifest by scanning the payloads
+    (with a warning); a resume refuses, as the recorded function and inputs are lost with
+    it, unless ``resume="force"``.
+    """
 
 
 class MainGuardError(AcmeXrError, RuntimeError):

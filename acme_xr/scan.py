@@ -30,8 +30,9 @@ from typing import Any
 import h5py
 
 from ._version import __version__
-from .errors import ResultsLayoutError, StorageError
+from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
 from .manifest import MANIFEST_NAME, PENDING, Manifest
+from .runlock import is_locked
 from .storage.hdf5 import scan_group
 
 __all__ = ["locate_run", "load_manifest", "refresh_pending", "payload_location"]
@@ -88,12 +89,31 @@ def payload_location(header: dict[str, Any], run_dir: str, i: int) -> tuple[str,
     return path, (group.format(i=i) if group else None)
 
 
-def load_manifest(run_dir: str) -> Manifest:
-    """Read the run's manifest, or rebuild it by scanning (and save it when possible)."""
+def load_manifest(run_dir: str, save: bool = True) -> Manifest:
+    """Read the run's manifest, or rebuild it by scanning (and save it when ``save`` and
+    possible).
+
+    A damaged manifest (truncated, not JSON, not a manifest: see
+    :class:`~acme_xr.errors.ManifestCorruptError`) is rebuilt the same way, with a warning:
+    the payloads are what counts. The rebuilt manifest's header says ``"rebuilt": True``;
+    what only the old header held (the function and inputs fingerprints, the input
+    labels) is lost.
+
+    Raises
+    ------
+    ResultsLayoutError
+        The manifest is missing or damaged and there are no payloads to rebuild it from.
+    """
     path = os.path.join(run_dir, MANIFEST_NAME)
     if os.path.exists(path):
-        return Manifest.read(run_dir)
+        try:
+            return Manifest.read(run_dir)
+        except ManifestCorruptError as exc:
+            log.warning("%s: rebuilding it by scanning the payloads of the run (the recorded "
+                        "function, inputs and input labels are lost with it)", exc)
     manifest = _rebuild(run_dir)
+    if not save or is_locked(run_dir):  # a running process owns its manifest
+        return manifest
     try:
         manifest.write(run_dir)
         log.info("rebuilt the manifest of %s by scanning its payloads; saved it", run_dir)
@@ -121,8 +141,13 @@ def _rebuild(run_dir: str) -> Manifest:
         n = max(calls) + 1
         header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr"}
     else:
-        stem = _acme_stem(run_dir)  # type: ignore[assignment]
-        assert stem is not None
+        found = _acme_stem(run_dir)
+        if found is None:
+            raise ResultsLayoutError(
+                f"cannot rebuild the manifest of {run_dir} by scanning: it holds no "
+                "<func>_<i>.h5/.pickle payloads and no results container (a zarr store is "
+                "not scanned); restore its manifest.json from a copy, or run it again")
+        stem = found
         n_links, internal = _container_calls(os.path.join(run_dir, f"{stem}.h5"))
         if internal:
             header = {"payload": f"{stem}.h5", "group": "comp_{i}", "source": "acme"}
