@@ -22,13 +22,7 @@ from .cluster import ClusterLease, _running_client
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
-from .errors import (
-    InputTypeError,
-    ResultShapeError,
-    ResultsLayoutError,
-    ResumeMismatchError,
-    StorageError,
-)
+from .errors import InputTypeError, ResultShapeError, ResumeMismatchError, StorageError
 from .guard import check_main_guard
 from .inputs import distribute, func_fingerprint, inputs_fingerprint
 from .layout import RunLayout, remove_old_runs
@@ -387,37 +381,11 @@ class ParallelMap:
 
     def _previous_run(self, layout: RunLayout) -> Manifest:
         """The manifest of the run to resume, checked against this one."""
-        from .scan import load_manifest  # h5py: only a resume may need to scan
+        from .scan import manifest_to_resume  # h5py: a damaged manifest is rebuilt by scanning
 
-        try:  # a damaged manifest is rebuilt from the payloads
-            manifest: Manifest | None = load_manifest(layout.output_dir, save=False)
-            lost = "rebuilt" in (manifest.header if manifest is not None else {})
-        except ResultsLayoutError as exc:
-            manifest, lost = None, True
-            log.warning("%s", exc)
-        if lost:
-            manifest = self._unrecorded_run(layout)
-        assert manifest is not None
+        manifest = manifest_to_resume(layout.output_dir, self.n_inputs, self._header(layout),
+                                      force=self.options.resume == "force")
         _check_resumable(manifest, self._header(layout), self.n_inputs, layout.output_dir)
-        return manifest
-
-    def _unrecorded_run(self, layout: RunLayout) -> Manifest:
-        """The run to resume when its manifest was damaged: its identity is lost, so only
-        ``resume="force"`` continues it, keeping every call with a valid payload."""
-        if self.options.resume != "force":
-            raise ResumeMismatchError(
-                f"cannot resume {layout.output_dir}: its manifest was damaged, and the "
-                "recorded function and inputs are lost with it, so acme_xr cannot check "
-                "that this is the same run. Pass resume=\"force\" to continue it anyway "
-                "(every call with a valid payload is kept), or start a new run in another "
-                "output_dir"
-            )
-        from .scan import refresh_pending
-
-        manifest = Manifest.new(self.n_inputs, self._header(layout))
-        found = refresh_pending(manifest, layout.output_dir)
-        log.warning("resuming %s with resume=\"force\": its manifest was damaged; %d calls "
-                    "with a valid payload are kept", layout.output_dir, found)
         return manifest
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:

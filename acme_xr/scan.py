@@ -30,12 +30,13 @@ from typing import Any
 import h5py
 
 from ._version import __version__
-from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
+from .errors import ManifestCorruptError, ResultsLayoutError, ResumeMismatchError, StorageError
 from .manifest import MANIFEST_NAME, PENDING, Manifest
 from .runlock import is_locked
 from .storage.hdf5 import scan_group
 
-__all__ = ["locate_run", "load_manifest", "refresh_pending", "payload_location"]
+__all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
+           "payload_location"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,42 @@ def load_manifest(run_dir: str, save: bool = True) -> Manifest:
     except StorageError as exc:
         log.info("rebuilt the manifest of %s by scanning; could not save it: %s", run_dir, exc)
     return manifest
+
+
+def manifest_to_resume(run_dir: str, n_inputs: int, header: dict[str, Any],
+                       force: bool = False) -> Manifest:
+    """The manifest of the acme_xr run in ``run_dir`` that a resume continues.
+
+    A damaged manifest is rebuilt from the payloads, but the function and inputs
+    fingerprints are lost with its header, so nothing can show that the resume runs the
+    same function on the same inputs. Then only ``force`` continues: with a new manifest
+    (``n_inputs`` calls, this run's ``header``) in which every call with a valid payload
+    is done. Nothing is written.
+
+    Raises
+    ------
+    ResumeMismatchError
+        The run's identity is lost and ``force`` is False.
+    """
+    try:
+        manifest: Manifest | None = load_manifest(run_dir, save=False)
+    except ResultsLayoutError as exc:  # damaged, and no payload to rebuild it from
+        log.warning("%s", exc)
+        manifest = None
+    if manifest is not None and not manifest.header.get("rebuilt"):
+        return manifest
+    if not force:
+        raise ResumeMismatchError(
+            f"cannot resume {run_dir}: its manifest was damaged, and the recorded function "
+            "and inputs are lost with it, so acme_xr cannot check that this is the same "
+            "run. Pass resume=\"force\" to continue it anyway (every call with a valid "
+            "payload is kept), or start a new run in another output_dir"
+        )
+    fresh = Manifest.new(n_inputs, header)
+    found = refresh_pending(fresh, run_dir)
+    log.warning("resuming %s with resume=\"force\" although its manifest was damaged: %d "
+                "calls with a valid payload are kept", run_dir, found)
+    return fresh
 
 
 def _container_calls(path: str) -> tuple[int, bool]:
