@@ -30,7 +30,7 @@ from .errors import MainGuardError
 __all__ = ["check_main_guard"]
 
 _FIX = (
-    "Put the code that runs the ParallelMap under the guard, e.g.\n\n"
+    "Put the code that runs it under the guard, e.g.\n\n"
     "    if __name__ == \"__main__\":\n"
     "        with ParallelMap(f, ...) as pmap:\n"
     "            pmap.compute()\n"
@@ -40,7 +40,7 @@ _FIX = (
 _CACHE: dict[tuple[str, float, int], list[tuple[int, int]]] = {}
 
 
-def check_main_guard(starts_processes: Callable[[], bool]) -> None:
+def check_main_guard(starts_processes: Callable[[], bool], what: str = "a ParallelMap") -> None:
     """Raise :class:`~acme_xr.errors.MainGuardError` for an unguarded ParallelMap in a script.
 
     Parameters
@@ -49,6 +49,8 @@ def check_main_guard(starts_processes: Callable[[], bool]) -> None:
         Returns True when this run would start local worker processes (no running dask
         client, no SLURM partition, not ``debug``). Only asked once an unguarded call
         was found: it may import distributed.
+    what : str
+        What the caller runs, for the message.
 
     Raises
     ------
@@ -72,7 +74,7 @@ def check_main_guard(starts_processes: Callable[[], bool]) -> None:
             name = frame.f_globals.get("__name__")
             if name == "__mp_main__":
                 raise MainGuardError(
-                    f"{_describe(code.co_filename, frame.f_lineno)} runs a ParallelMap while a "
+                    f"{_describe(code.co_filename, frame.f_lineno)} runs {what} while a "
                     "worker process imports the script (as __mp_main__): the script's "
                     "module-level code is not under `if __name__ == \"__main__\":`, so every "
                     "worker would start the run again. Nothing was created here. " + _FIX
@@ -84,12 +86,13 @@ def check_main_guard(starts_processes: Callable[[], bool]) -> None:
                 if guarded is not None and not any(a <= line <= b for a, b in guarded):
                     if starts_processes():
                         raise MainGuardError(
-                            f"{_describe(code.co_filename, line)} runs a ParallelMap at the "
+                            f"{_describe(code.co_filename, line)} runs {what} at the "
                             "script's module level, outside `if __name__ == \"__main__\":`. "
                             "acme_xr's worker processes import the script again and each "
                             "would run it once more, so none of them could start. "
-                            "Nothing was created or started. " + _FIX + "\n"
-                            "(compute(debug=True) runs the calls here without workers.)"
+                            "Nothing was created or started. " + _FIX
+                            + ("\n(compute(debug=True) runs the calls here without workers.)"
+                               if what == "a ParallelMap" else "")
                         )
                 return
         frame = frame.f_back

@@ -125,6 +125,16 @@ def test_a_worker_importing_the_script_stops_the_parallel_map_at_once(tmp_path: 
     assert not [p for p in os.listdir(tmp_path) if p.startswith("ACME_")]
 
 
+def test_local_cluster_setup_in_an_unguarded_script_stops_with_the_same_error(
+        tmp_path: Any) -> None:
+    body = ("from acme_xr import local_cluster_setup, cluster_cleanup\n"
+            "client = local_cluster_setup(n_workers=1)\n"
+            "cluster_cleanup(client)\n")
+    proc = run_python([script(tmp_path, body)], tmp_path)
+    assert_one_clear_error(proc, line=8)
+    assert "local_cluster_setup()" in proc.stderr
+
+
 @pytest.mark.parametrize("source, guarded", [
     ("if __name__ == '__main__':\n    run()\nrun()\n", [(2, 2)]),
     ("if '__main__' == __name__:\n    a()\n    b()\n", [(2, 3)]),
