@@ -151,3 +151,16 @@ def test_a_lock_held_elsewhere_refuses_the_run_before_it_writes(tmp_path: Any) -
         with pytest.raises(RunLockedError):
             ParallelMap(abs, [1, 2], output_dir=str(out), verbose=False).compute()
         assert sorted(os.listdir(out)) == before
+
+
+def test_ctrl_c_releases_and_removes_the_lock(tmp_path: Any) -> None:
+    out, markers = str(tmp_path / "run"), str(tmp_path / "m")
+    proc = start_script("own", out, markers, delay=0.4)
+    wait_for_calls(proc, markers, 3)
+    assert is_locked(out)
+    os.kill(proc.pid, signal.SIGINT)
+    code, _, stderr = finish(proc)
+    assert "KeyboardInterrupt" in stderr
+    assert LOCK_NAME not in os.listdir(out)  # removed on the way out, not by the death
+    with open(os.path.join(out, "manifest.json")) as fh:
+        assert json.load(fh)["state"] == "interrupted"
