@@ -84,7 +84,7 @@ def check_main_guard(starts_processes: Callable[[], bool], what: str = "a Parall
                 line = frame.f_lineno
                 guarded = _guarded_ranges(code.co_filename)
                 if guarded is not None and not any(a <= line <= b for a, b in guarded):
-                    if starts_processes():
+                    if starts_processes() and _workers_import_main():
                         raise MainGuardError(
                             f"{_describe(code.co_filename, line)} runs {what} at the "
                             "script's module level, outside `if __name__ == \"__main__\":`. "
@@ -96,6 +96,15 @@ def check_main_guard(starts_processes: Callable[[], bool], what: str = "a Parall
                         )
                 return
         frame = frame.f_back
+
+
+def _workers_import_main() -> bool:
+    """Whether dask starts local workers in a way that imports the main script ("spawn",
+    its default, and "forkserver"); a "fork"ed worker inherits it instead."""
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    return str(method) != "fork"
 
 
 def _describe(path: str, line: int | None) -> str:

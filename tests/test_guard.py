@@ -98,6 +98,16 @@ def test_an_unguarded_script_that_starts_no_workers_runs(tmp_path: Any, extra: s
     assert "DONE 2" in proc.stdout
 
 
+def test_an_unguarded_script_whose_workers_are_forked_runs(tmp_path: Any) -> None:
+    # forked workers inherit the script instead of importing it again
+    body = ("import dask\n"
+            "dask.config.set({'distributed.worker.multiprocessing-method': 'fork'})\n"
+            + RUN.format(extra="", compute=""))
+    proc = run_python([script(tmp_path, body)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "DONE 2" in proc.stdout
+
+
 def test_python_c_with_a_module_level_parallel_map_runs(tmp_path: Any) -> None:
     # no script file: multiprocessing's workers do not import __main__ again
     code = EXAMPLE.format(body=RUN.format(extra="", compute=""))
