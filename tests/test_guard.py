@@ -16,8 +16,6 @@ import pytest
 
 from acme_xr.guard import _guarded_lines
 
-pytestmark = pytest.mark.slow
-
 # the README's example, cut to two calls
 EXAMPLE = """\
 import numpy as np
@@ -60,6 +58,7 @@ def assert_one_clear_error(proc: subprocess.CompletedProcess[str], line: int) ->
     assert "DONE" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_readme_example_without_the_guard_stops_with_one_clear_error(tmp_path: Any) -> None:
     path = script(tmp_path, RUN.format(extra="", compute=""))
     proc = run_python([path], tmp_path)
@@ -67,6 +66,7 @@ def test_the_readme_example_without_the_guard_stops_with_one_clear_error(tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["analysis.py"]  # no run1, no ACME_*
 
 
+@pytest.mark.slow
 def test_an_unguarded_call_inside_a_function_is_found_at_the_calling_line(
         tmp_path: Any) -> None:
     body = ("def main():\n" + textwrap.indent(RUN.format(extra="", compute=""), "    ")
@@ -77,6 +77,7 @@ def test_an_unguarded_call_inside_a_function_is_found_at_the_calling_line(
     assert sorted(os.listdir(tmp_path)) == ["analysis.py"]
 
 
+@pytest.mark.slow
 def test_the_same_script_with_the_guard_runs(tmp_path: Any) -> None:
     body = 'if __name__ == "__main__":\n' + textwrap.indent(
         RUN.format(extra="", compute=""), "    ")
@@ -86,6 +87,7 @@ def test_the_same_script_with_the_guard_runs(tmp_path: Any) -> None:
     assert sorted(os.listdir(tmp_path)) == ["analysis.py", "run1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, compute", [("", "debug=True"),
                                             (", write_worker_results=False", "debug=True")])
 def test_an_unguarded_script_that_starts_no_workers_runs(tmp_path: Any, extra: str,
@@ -98,6 +100,7 @@ def test_an_unguarded_script_that_starts_no_workers_runs(tmp_path: Any, extra: s
     assert "DONE 2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_an_unguarded_script_whose_workers_are_forked_runs(tmp_path: Any) -> None:
     # forked workers inherit the script instead of importing it again
     body = ("import dask\n"
@@ -108,6 +111,7 @@ def test_an_unguarded_script_whose_workers_are_forked_runs(tmp_path: Any) -> Non
     assert "DONE 2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_python_c_with_a_module_level_parallel_map_runs(tmp_path: Any) -> None:
     # no script file: multiprocessing's workers do not import __main__ again
     code = EXAMPLE.format(body=RUN.format(extra="", compute=""))
@@ -117,6 +121,7 @@ def test_python_c_with_a_module_level_parallel_map_runs(tmp_path: Any) -> None:
     assert sorted(os.listdir(tmp_path)) == ["run1"]
 
 
+@pytest.mark.slow
 def test_a_worker_importing_the_script_stops_the_parallel_map_at_once(tmp_path: Any) -> None:
     # the user's own cluster is started under the guard, the ParallelMap is not: the
     # script's run itself is legitimate (a running client), but each worker's import of
@@ -135,6 +140,7 @@ def test_a_worker_importing_the_script_stops_the_parallel_map_at_once(tmp_path: 
     assert not [p for p in os.listdir(tmp_path) if p.startswith("ACME_")]
 
 
+@pytest.mark.slow
 def test_local_cluster_setup_in_an_unguarded_script_stops_with_the_same_error(
         tmp_path: Any) -> None:
     body = ("from acme_xr import local_cluster_setup, cluster_cleanup\n"
