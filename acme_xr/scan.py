@@ -34,6 +34,7 @@ from .errors import ManifestCorruptError, ResultsLayoutError, ResumeMismatchErro
 from .manifest import MANIFEST_NAME, PENDING, Manifest
 from .runlock import is_locked
 from .storage.hdf5 import scan_group
+from .storage.zarr import STORE_SUFFIX, ZarrStore
 
 __all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
            "payload_location"]
@@ -171,6 +172,10 @@ def _container_calls(path: str) -> tuple[int, bool]:
 
 def _rebuild(run_dir: str) -> Manifest:
     files = _payload_files(run_dir)
+    stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
+                    and os.path.isdir(os.path.join(run_dir, name)))
+    if stores:  # a storage="zarr" run (its calls that did not fit stay payload files)
+        return _rebuild_zarr(run_dir, stores[0], files)
     header: dict[str, Any]
     if files:  # an acme_xr run that died before its first manifest write
         stem = max(files, key=lambda s: len(files[s]))
@@ -182,8 +187,8 @@ def _rebuild(run_dir: str) -> Manifest:
         if found is None:
             raise ResultsLayoutError(
                 f"cannot rebuild the manifest of {run_dir} by scanning: it holds no "
-                "<func>_<i>.h5/.pickle payloads and no results container (a zarr store is "
-                "not scanned); restore its manifest.json from a copy, or run it again")
+                "<func>_<i>.h5/.pickle payloads, no zarr store and no results container; "
+                "restore its manifest.json from a copy, or run it again")
         stem = found
         n_links, internal = _container_calls(os.path.join(run_dir, f"{stem}.h5"))
         if internal:
@@ -197,13 +202,9 @@ def _rebuild(run_dir: str) -> Manifest:
         if n == 0:
             raise ResultsLayoutError(f"the ACME run in {run_dir} holds no calls")
     header.update({
-        "acme_xr_version": __version__,
-        "func": {"name": stem, "qualname": None, "module": None},
         "storage": "single_file" if header["group"] else "hdf5",
-        "stacked": None,
         "container": f"{stem}.h5",
-        "coords": {},
-        "rebuilt": True,
+        **_common_header(stem),
     })
     manifest = Manifest.new(n, header)
     manifest.state = "rebuilt"
@@ -212,6 +213,45 @@ def _rebuild(run_dir: str) -> Manifest:
             manifest.record_done(i, "pickle", None, None)
             continue
         _scan_into(manifest, run_dir, i)
+    return manifest
+
+
+def _common_header(stem: str) -> dict[str, Any]:
+    return {"acme_xr_version": __version__,
+            "func": {"name": stem, "qualname": None, "module": None},
+            "stacked": None, "coords": {}, "rebuilt": True}
+
+
+def _rebuild_zarr(run_dir: str, store_name: str, files: dict[str, dict[int, str]]) -> Manifest:
+    """The manifest of a ``storage="zarr"`` run: calls whose chunks are all in the store,
+    and calls left as payload files."""
+    import zarr
+
+    stem = store_name[: -len(STORE_SUFFIX)]
+    path = os.path.join(run_dir, store_name)
+    try:
+        root = zarr.open_group(path, mode="r", zarr_format=3)
+        lengths = [arr.shape[0] for _, arr in root.arrays()
+                   if (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"]
+    except Exception as exc:  # zarr raises its own types for a damaged store
+        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
+                                 f"{path} cannot be read ({exc})") from exc
+    calls = files.get(stem, {})
+    n = max([*lengths, max(calls, default=-1) + 1])
+    if n == 0:
+        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
+                                 f"{path} holds no calls and there are no payload files")
+    header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr",
+              "storage": "zarr", "store": store_name, "container": None,
+              **_common_header(stem)}
+    manifest = Manifest.new(n, header)
+    manifest.state = "rebuilt"
+    store = ZarrStore(path, n)
+    for i in range(n):
+        if calls.get(i) == "h5":
+            _scan_into(manifest, run_dir, i)
+        elif (meta := store.stored_call(i)) is not None:
+            manifest.record_done(i, "zarr", meta, None)
     return manifest
 
 

@@ -68,6 +68,22 @@ def test_a_damaged_manifest_is_rebuilt_by_scanning_with_a_warning(
     assert Manifest.read(str(out)).header["rebuilt"] is True
 
 
+@pytest.mark.parametrize("options", [{"storage": "zarr"}, {"single_file": True}],
+                         ids=["zarr", "single_file"])
+def test_a_damaged_manifest_of_every_layout_is_rebuilt(client: Any, tmp_path: Any,
+                                                       options: dict[str, Any]) -> None:
+    pytest.importorskip("zarr", reason="the zarr layout needs the zarr package")
+    out = tmp_path / "run"
+    ParallelMap(spectrum, list(range(6)), 1.5, output_dir=str(out), verbose=False,
+                **options).compute()
+    want = open_results(out)
+    damage(out / "manifest.json", "truncated")
+    ds = open_results(out)
+    assert (ds.status.values == "done").all()
+    np.testing.assert_array_equal(ds.result_0.values, want.result_0.values)
+    np.testing.assert_array_equal(ds.result_1.values, want.result_1.values)
+
+
 @pytest.mark.parametrize("kind", ["truncated", "empty file"])
 def test_resuming_a_run_whose_manifest_is_damaged_needs_force(client: Any, tmp_path: Any,
                                                               kind: str) -> None:
