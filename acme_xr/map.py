@@ -20,7 +20,7 @@ import numpy as np
 
 from ._version import __version__
 from .acme_compat import AcmeAttributes
-from .cluster import ClusterLease
+from .cluster import ClusterLease, _running_client
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
@@ -32,10 +32,12 @@ from .errors import (
     StorageError,
 )
 from .fingerprint import compare_identity, run_identity
+from .guard import check_main_guard
 from .inputs import distribute
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
+from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
 from .storage.atomic import remove_stale_temporaries
@@ -278,6 +280,12 @@ class ParallelMap(AcmeAttributes):
             message names the path; the calls that finished are kept and recorded.
         RunExistsError, ResumeMismatchError
             ``output_dir`` holds another run (and ``resume`` is False / does not fit).
+        RunLockedError
+            Another process is running in ``output_dir`` (it holds ``.acme_xr.lock``).
+        MainGuardError
+            A script calls this at module level outside ``if __name__ == "__main__":``
+            while acme_xr would start local worker processes (they re-import the script);
+            also in a worker's import of such a script. Raised before anything is created.
         KeyboardInterrupt
             After a Ctrl-C: pending calls are cancelled, a cluster acme_xr started is
             closed, finished payloads are kept and the manifest (state ``"interrupted"``)
@@ -287,6 +295,9 @@ class ParallelMap(AcmeAttributes):
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
         self._sync_plan()  # edits of pmap.argv/kwargv: checked before anything is created
         o = self.options
+        # only a local cluster's spawned workers re-import the script
+        check_main_guard(lambda: not debug and o.partition == "auto"
+                         and _running_client() is None)
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(bool(o.resume)) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
@@ -302,14 +313,13 @@ class ParallelMap(AcmeAttributes):
             if not confirm(o.setup_interactive):
                 return None
 
-        if layout is not None:
-            if o.output_dir is None and o.cleanup_threshold_days is not None:
-                remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
-            layout.create()
-            self.output_dir = layout.output_dir
+        if layout is not None and o.output_dir is None and o.cleanup_threshold_days is not None:
+            remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
         self.logfile = logfile
-        with run_logging(logfile, o.verbose):
+        with self._locked_run(layout, previous) as previous, run_logging(logfile, o.verbose):
             manifest = self._open_manifest(layout, previous)
+            if layout is not None:  # who holds the run (named to a second process)
+                manifest.header["process"] = process_record()
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
@@ -334,6 +344,27 @@ class ParallelMap(AcmeAttributes):
         return self._outcome(manifest, layout, values, problems)
 
     # -- steps ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked_run(self, layout: RunLayout | None,
+                    previous: Manifest | None) -> Iterator[Manifest | None]:
+        """Hold the run directory's lock while the block runs; yield the run to resume.
+
+        The lock is taken before the first write (it creates the directory), and what
+        another process did since the first checks counts: the directory is checked and
+        the run to resume read again under the lock.
+        """
+        if layout is None:
+            yield None
+            return
+        with RunLock(layout.output_dir):
+            if layout.check(bool(self.options.resume), holding_lock=True):
+                previous = self._previous_run(layout)
+            else:
+                previous = None
+            layout.create()
+            self.output_dir = layout.output_dir
+            yield previous
+
     def _cluster_lease(self) -> ClusterLease:
         if self._lease is None:
             o = self.options
@@ -392,8 +423,11 @@ class ParallelMap(AcmeAttributes):
 
     def _previous_run(self, layout: RunLayout) -> Manifest:
         """The manifest of the run to resume, checked against this one."""
-        manifest = Manifest.read(layout.output_dir)
+        from .scan import manifest_to_resume  # h5py: a damaged manifest is rebuilt by scanning
+
         header = self._header(layout)
+        manifest = manifest_to_resume(layout.output_dir, self.n_inputs, header,
+                                      force=self.options.resume == "force")
         forced = _check_resumable(manifest, header, self.n_inputs, layout.output_dir,
                                   force=self.options.resume == "force")
         if forced:  # from now on the run is this one; keep what it was before

@@ -146,7 +146,10 @@ class ZarrStore:
             return None
         import zarr
 
-        arr = zarr.open_array(self.path, path=name, mode="r+", config=_CONFIG)
+        # open_array ignores its config argument (zarr 3.1): without with_config a call
+        # whose values equal the fill value leaves no chunk and looks not done
+        arr = zarr.open_array(self.path, path=name, mode="r+").with_config(
+            _CONFIG)  # type: ignore[call-overload]
         self._arrays[name] = arr
         return arr
 
