@@ -21,6 +21,7 @@ from dask.utils import parse_bytes
 
 from . import config
 from .errors import ClusterError, InputError, InputTypeError
+from .guard import check_main_guard
 
 __all__ = ["local_cluster_setup", "cluster_cleanup", "ClusterLease", "available_cores"]
 
@@ -86,6 +87,8 @@ def local_cluster_setup(
             raise InputError(
                 f"mem_per_worker={mem_per_worker!r} is not a memory size: write e.g. '4GB'"
             ) from exc
+    # its spawned workers import the main script again: unguarded, they would rerun it
+    check_main_guard(lambda: True, "local_cluster_setup()")
     if interactive and sys.stdin is not None and sys.stdin.isatty():
         if not _ask_yes("If you run a script: is its code inside `if __name__ == '__main__':`?"):
             return None

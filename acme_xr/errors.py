@@ -33,6 +33,9 @@ __all__ = [
     "PayloadCorruptError",
     "MissingPayloadError",
     "ResultsLayoutError",
+    "ManifestCorruptError",
+    "MainGuardError",
+    "RunLockedError",
 ]
 
 
@@ -225,3 +228,34 @@ class MissingPayloadError(PayloadCorruptError, FileNotFoundError):
 
 class ResultsLayoutError(AcmeXrError, ValueError):
     """A directory is not a run acme_xr (or ACME) can open, or its results cannot be combined."""
+
+
+class ManifestCorruptError(ResultsLayoutError):
+    """A run's ``manifest.json`` is damaged (truncated, not JSON, not a manifest).
+
+    acme_xr writes its manifest atomically and durably, so only an outside cause damages
+    it. :func:`~acme_xr.open_results` then rebuilds the manifest by scanning the payloads
+    (with a warning); a resume refuses, as the recorded function and inputs are lost with
+    it, unless ``resume="force"``.
+    """
+
+
+class MainGuardError(AcmeXrError, RuntimeError):
+    """A script runs :class:`~acme_xr.ParallelMap` outside ``if __name__ == "__main__":``.
+
+    acme_xr's local worker processes start by importing the main script again (as
+    ``__mp_main__``); unguarded module-level code would run the ParallelMap once more in
+    every worker. Raised before any directory or cluster exists, and at once in a worker's
+    import of the script. The fix: put the code that runs the ParallelMap under
+    ``if __name__ == "__main__":``.
+    """
+
+
+class RunLockedError(AcmeXrError, RuntimeError):
+    """Another process is running in the output directory (it holds the run's lock).
+
+    Raised before anything is written. The lock is the file ``.acme_xr.lock`` in the run
+    directory, held by the kernel for the running process: it is released when that
+    process ends in any way (even ``kill -9``), so a finished or killed run never blocks
+    its resume.
+    """

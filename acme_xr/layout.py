@@ -37,6 +37,7 @@ from .errors import (
 )
 from .manifest import DONE, MANIFEST_NAME, Manifest
 from .options import Options
+from .runlock import LOCK_NAME, check_unlocked, is_locked
 from .storage import zarr as zarr_store
 from .storage.atomic import atomic_path
 
@@ -146,11 +147,16 @@ class RunLayout:
         return where
 
     # -- checks and creation -------------------------------------------------------------
-    def check(self, resume: bool) -> bool:
+    def check(self, resume: bool, holding_lock: bool = False) -> bool:
         """Check the directory can be used; return True when there is a run to resume.
+
+        ``holding_lock``: this process holds the directory's lock (see
+        :mod:`acme_xr.runlock`), so it is not asked for.
 
         Raises
         ------
+        RunLockedError
+            Another process runs in the directory (it holds its lock).
         RunExistsError
             The directory holds files and ``resume`` is False.
         ResumeMismatchError
@@ -164,7 +170,10 @@ class RunLayout:
             if not os.path.isdir(out):
                 raise StorageError(
                     f"output_dir {out} exists and is not a directory: choose another path")
-            entries = os.listdir(out)
+            if not holding_lock:
+                check_unlocked(out)
+            # a lock file alone is what a run killed before its first write leaves
+            entries = [e for e in os.listdir(out) if e != LOCK_NAME]
             if entries and not resume:
                 raise RunExistsError(
                     f"output_dir {out} already holds {len(entries)} files "
@@ -297,6 +306,9 @@ class RunLayout:
             if os.path.exists(self.container):
                 old = stack.enter_context(h5py.File(self.container, "r"))
             self._merge_into(manifest, done, axis, old)
+        # values HDF5 cannot hold were pickled beside the parts: keep them, as
+        # <output_dir>/<func>_<i>.pickle (the name ACME gives its pickles), before the
+        # parts go
         for i in manifest.indices(DONE):
             part = self.payload(int(i), "pickle")
             if manifest.fmt[i] == "pickle" and os.path.exists(part):
@@ -370,7 +382,7 @@ def _copy_stacked_mask(src: h5py.Group, dst: h5py.Group) -> None:
                                                           data=meta[STACKED_MASK][()])
 
 
-def remove_old_runs(directory: str, older_than_days: int) -> list[str]:
+def remove_old_runs(directory: str, older_than_days: float) -> list[str]:
     """Delete ``ACME_YYYYMMDD-hhmmss-ffffff`` run directories older than the threshold.
 
     Only directories whose name has exactly that form are touched (ACME's
@@ -383,6 +395,8 @@ def remove_old_runs(directory: str, older_than_days: int) -> list[str]:
     for entry in sorted(os.listdir(directory)):
         path = os.path.join(directory, entry)
         if _RUN_DIR.match(entry) and os.path.isdir(path):
+            if is_locked(path):  # another process is running there
+                continue
             if older_than_days == 0 or os.path.getmtime(path) < cutoff:
                 with contextlib.suppress(OSError):
                     shutil.rmtree(path)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ResultsLayoutError, StorageError
+from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
 from .storage.atomic import write_json
 from .storage.values import Coord, token
 
@@ -383,26 +383,56 @@ class Manifest:
         )
 
     def write(self, directory: str) -> str:
-        """Write the manifest atomically into ``directory``; return its path."""
+        """Write the manifest atomically and durably into ``directory``; return its path.
+
+        A crash at any moment (of the process or of the machine) leaves the previous
+        manifest or this one, whole.
+        """
         path = os.path.join(directory, MANIFEST_NAME)
         try:
-            write_json(path, self.to_dict())
+            write_json(path, self.to_dict(), fsync=True)
         except OSError as exc:
             raise StorageError(f"cannot write the run manifest {path}: {exc}") from exc
         return path
 
     @classmethod
     def read(cls, directory: str) -> Manifest:
-        """Read ``<directory>/manifest.json``."""
+        """Read ``<directory>/manifest.json``.
+
+        Raises
+        ------
+        FileNotFoundError
+            There is none.
+        ManifestCorruptError
+            It is damaged: empty, truncated, not JSON, or not a whole acme_xr manifest.
+        ResultsLayoutError
+            It cannot be read (e.g. no permission).
+        """
         path = os.path.join(directory, MANIFEST_NAME)
         try:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
+            with open(path, "rb") as fh:
+                raw = fh.read()
         except FileNotFoundError:
             raise
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise ResultsLayoutError(f"cannot read the run manifest {path}: {exc}") from exc
-        return cls.from_dict(d)
+        try:
+            d = json.loads(raw)
+        except ValueError as exc:  # JSON and UTF-8 errors alike
+            what = "is empty" if not raw.strip() else f"is not valid JSON ({exc})"
+            raise ManifestCorruptError(f"the run manifest {path} {what}") from exc
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ManifestCorruptError(
+                f"the run manifest {path} is not an acme_xr manifest (format={got!r})")
+        try:
+            return cls.from_dict(d)
+        except ResultsLayoutError:  # whole, but of a newer format: never rebuilt over
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ManifestCorruptError(
+                f"the run manifest {path} is incomplete or damaged ({type(exc).__name__}: "
+                f"{exc})") from exc
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

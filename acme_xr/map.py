@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .cluster import ClusterLease
+from .acme_compat import AcmeAttributes
+from .cluster import ClusterLease, _running_client
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
@@ -31,10 +32,12 @@ from .errors import (
     StorageError,
 )
 from .fingerprint import compare_identity, run_identity
+from .guard import check_main_guard
 from .inputs import distribute
 from .layout import RunLayout, remove_old_runs
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
+from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
 from .storage.atomic import remove_stale_temporaries
@@ -48,7 +51,7 @@ __all__ = ["ParallelMap"]
 log = logging.getLogger(__name__)
 
 
-class ParallelMap:
+class ParallelMap(AcmeAttributes):
     """Run ``func`` once per input in parallel and keep every call's results.
 
     A drop-in successor of ACME's ``ParallelMap``: same keywords, defaults and argument
@@ -147,6 +150,15 @@ class ParallelMap:
         results of the calls that succeeded (None at the failed ones).
     output_dir : str or None
         The run directory after :meth:`compute` (None in memory mode).
+    argv, kwargv : list, dict
+        ACME's view of the arguments: per positional argument (per keyword) a list of one
+        value per call, or ``[value]`` for a value every call gets. Edits before
+        :meth:`compute` change what the calls receive (see :mod:`acme_xr.acme_compat`).
+    n_calls : int
+        ACME's name for ``n_inputs``.
+    daemon, config
+        ACME's ``pmap.daemon.client`` (None until :meth:`compute` starts or adopts a
+        client) and ``pmap.config.output_dir`` / ``.n_calls``.
 
     Examples
     --------
@@ -191,6 +203,7 @@ class ParallelMap:
         **kwargs: Any,
     ) -> None:
         self.options = validate_options(
+            n_inputs=n_inputs,
             write_worker_results=write_worker_results,
             cleanup_threshold_days=cleanup_threshold_days,
             output_dir=output_dir,
@@ -214,7 +227,9 @@ class ParallelMap:
             batch_size=batch_size,
             seed=seed,
         )
-        self.plan = distribute(func, args, kwargs, n_inputs, seed=self.options.seed)
+        # the plan also sets ACME's pmap.argv / pmap.kwargv (see acme_compat)
+        self.plan = distribute(func, args, kwargs, self.options.n_inputs,
+                               seed=self.options.seed)
         self.func = func
         self.n_inputs = self.plan.n_inputs
         self.results_container: str | None = None
@@ -223,6 +238,7 @@ class ParallelMap:
         self.manifest: Manifest | None = None
         self.logfile: str | None = None
         self._lease: ClusterLease | None = None
+        self._last_client: Any = None  # pmap.daemon.client after the run
 
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> ParallelMap:
@@ -267,6 +283,12 @@ class ParallelMap:
             message names the path; the calls that finished are kept and recorded.
         RunExistsError, ResumeMismatchError
             ``output_dir`` holds another run (and ``resume`` is False / does not fit).
+        RunLockedError
+            Another process is running in ``output_dir`` (it holds ``.acme_xr.lock``).
+        MainGuardError
+            A script calls this at module level outside ``if __name__ == "__main__":``
+            while acme_xr would start local worker processes (they re-import the script);
+            also in a worker's import of such a script. Raised before anything is created.
         KeyboardInterrupt
             After a Ctrl-C: pending calls are cancelled, a cluster acme_xr started is
             closed, finished payloads are kept and the manifest (state ``"interrupted"``)
@@ -274,7 +296,11 @@ class ParallelMap:
         """
         if not isinstance(debug, bool):
             raise InputTypeError(f"debug must be True or False, not {debug!r}")
+        self._sync_plan()  # edits of pmap.argv/kwargv: checked before anything is created
         o = self.options
+        # only a local cluster's spawned workers re-import the script
+        check_main_guard(lambda: not debug and o.partition == "auto"
+                         and _running_client() is None)
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(bool(o.resume)) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
@@ -290,14 +316,13 @@ class ParallelMap:
             if not confirm(o.setup_interactive):
                 return None
 
-        if layout is not None:
-            if o.output_dir is None and o.cleanup_threshold_days is not None:
-                remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
-            layout.create()
-            self.output_dir = layout.output_dir
+        if layout is not None and o.output_dir is None and o.cleanup_threshold_days is not None:
+            remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
         self.logfile = logfile
-        with run_logging(logfile, o.verbose):
+        with self._locked_run(layout, previous) as previous, run_logging(logfile, o.verbose):
             manifest = self._open_manifest(layout, previous)
+            if layout is not None:  # who holds the run (named to a second process)
+                manifest.header["process"] = process_record()
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
@@ -322,6 +347,27 @@ class ParallelMap:
         return self._outcome(manifest, layout, values, problems)
 
     # -- steps ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked_run(self, layout: RunLayout | None,
+                    previous: Manifest | None) -> Iterator[Manifest | None]:
+        """Hold the run directory's lock while the block runs; yield the run to resume.
+
+        The lock is taken before the first write (it creates the directory), and what
+        another process did since the first checks counts: the directory is checked and
+        the run to resume read again under the lock.
+        """
+        if layout is None:
+            yield None
+            return
+        with RunLock(layout.output_dir):
+            if layout.check(bool(self.options.resume), holding_lock=True):
+                previous = self._previous_run(layout)
+            else:
+                previous = None
+            layout.create()
+            self.output_dir = layout.output_dir
+            yield previous
+
     def _cluster_lease(self) -> ClusterLease:
         if self._lease is None:
             o = self.options
@@ -382,8 +428,11 @@ class ParallelMap:
 
     def _previous_run(self, layout: RunLayout) -> Manifest:
         """The manifest of the run to resume, checked against this one."""
-        manifest = Manifest.read(layout.output_dir)
+        from .scan import manifest_to_resume  # h5py: a damaged manifest is rebuilt by scanning
+
         header = self._header(layout)
+        manifest = manifest_to_resume(layout.output_dir, self.n_inputs, header,
+                                      force=self.options.resume == "force")
         forced = _check_resumable(manifest, header, self.n_inputs, layout.output_dir,
                                   force=self.options.resume == "force")
         if forced:  # from now on the run is this one; keep what it was before
@@ -452,7 +501,7 @@ class ParallelMap:
                     sink.tick()
                 return
             lease = self._cluster_lease()
-            client = lease.acquire()
+            client = self._last_client = lease.acquire()
             execute(
                 client, self.plan, runner, todo, sink.add, sink.batch_failed,
                 slots=lease.n_worker_slots(),

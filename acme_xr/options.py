@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from dask.utils import parse_bytes
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, StorageError
 from .seeds import check_seed
 
 __all__ = ["Options", "validate_options", "STORAGES"]
@@ -38,8 +38,9 @@ STORAGES = ("hdf5", "zarr")
 class Options:
     """The validated keywords of one :class:`~acme_xr.ParallelMap` (see its docstring)."""
 
+    n_inputs: int | str = "auto"
     write_worker_results: bool = True
-    cleanup_threshold_days: int | None = None
+    cleanup_threshold_days: float | None = None
     output_dir: str | None = None
     result_shape: tuple[float | None, ...] | None = None
     result_dtype: np.dtype = np.dtype("float64")
@@ -87,14 +88,63 @@ def _resume(value: Any) -> bool | str:
 
 
 def _int(name: str, value: Any, minimum: int, allow: tuple[Any, ...] = ()) -> Any:
-    if value in allow and (value is None or isinstance(value, str)):
+    """A count, checked the way ACME checks its counts (``acme.shared._scalar_parser``).
+
+    The exception types follow ACME so that code catching them keeps working: a value
+    that is not a number at all (``None``, a dict, a bool, a string the keyword does not
+    take) is a TypeError; a number that is not whole or too small is a ValueError, and so
+    is a wrong string for a keyword that takes a string such as ``"auto"``.
+    """
+    if (value is None or isinstance(value, str)) and value in allow:
         return value
     allowed = " or ".join([repr(a) for a in allow] + [f"a whole number >= {minimum}"])
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, str) and any(isinstance(a, str) for a in allow):
+        raise InputError(f"{name}={value!r} is not valid: give {allowed}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise InputTypeError(f"{name} must be {allowed}, not {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise InputError(f"{name}={value} is not valid: give {allowed}")
-    return int(value)
+    number = int(value) if isinstance(value, numbers.Integral) else float(value)
+    if not np.isfinite(number) or int(number) != number or number < minimum:
+        raise InputError(f"{name}={value!r} is not valid: give {allowed}")
+    return int(number)
+
+
+def _days(value: Any) -> float | None:
+    # ACME compares the age of a directory in days with it, so fractions of days work too
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputTypeError(
+            f"cleanup_threshold_days must be None or a number of days >= 0, not {value!r} "
+            f"({type(value).__name__})")
+    days = float(value)
+    if not days >= 0:  # also NaN
+        raise InputError(
+            f"cleanup_threshold_days={value!r} is not valid: give a number of days >= 0 "
+            "(0 removes every earlier ACME_* run directory here)")
+    return int(days) if days.is_integer() else days
+
+
+def _writable_dir(name: str, path: str) -> None:
+    """Refuse a directory that can never be created, before anything is written.
+
+    Only looks: walks up to the nearest existing ancestor, which must be a directory this
+    process may write to (ACME creates the directory at once and raises an OSError).
+    """
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full):
+        if not os.path.isdir(full):
+            raise StorageError(f"{name}={path!r} is a file, not a directory: give a "
+                               "directory path", filename=full)
+        return
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise StorageError(f"cannot create {name}={path!r}: {parent} is a file, not a "
+                           "directory; give a path inside a directory", filename=full)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot create {name}={path!r}: no permission to write in "
+                           f"{parent}; give a directory you may write to", filename=full)
 
 
 def _seconds(name: str, value: Any, allow_none: bool) -> float | None:
@@ -173,16 +223,18 @@ def validate_options(**kw: Any) -> Options:
             )
         values["stop_client"] = _bool("stop_client", values["stop_client"])
     values["resume"] = _resume(values["resume"])
-    values["cleanup_threshold_days"] = _int(
-        "cleanup_threshold_days", values["cleanup_threshold_days"], 0, allow=(None,)
-    )
+    values["n_inputs"] = _int("n_inputs", values["n_inputs"], 1, allow=("auto",))
+    values["cleanup_threshold_days"] = _days(values["cleanup_threshold_days"])
     values["n_workers"] = _int("n_workers", values["n_workers"], 1, allow=("auto",))
     values["batch_size"] = _int("batch_size", values["batch_size"], 1, allow=("auto",))
     values["retries"] = _int("retries", values["retries"], 0)
     values["call_timeout"] = _seconds("call_timeout", values["call_timeout"], allow_none=True)
     values["seed"] = check_seed(values["seed"])
     st = values["setup_timeout"]
-    if isinstance(st, bool) or not isinstance(st, numbers.Real) or st < 0:
+    if isinstance(st, (bool, np.bool_)) or not isinstance(st, numbers.Real):
+        raise InputTypeError(
+            f"setup_timeout must be a number of seconds >= 0, not {st!r} ({type(st).__name__})")
+    if not float(st) >= 0:  # also NaN
         raise InputError(f"setup_timeout={st!r} is not valid: give a number of seconds >= 0")
 
     od = values["output_dir"]
@@ -192,6 +244,7 @@ def validate_options(**kw: Any) -> Options:
                 f"output_dir must be None or a directory path, not {od!r} ({type(od).__name__})"
             )
         values["output_dir"] = os.fspath(od)
+        _writable_dir("output_dir", values["output_dir"])
     lf = values["logfile"]
     if lf is not None and not isinstance(lf, (bool, str, os.PathLike)):
         raise InputTypeError(
@@ -199,12 +252,19 @@ def validate_options(**kw: Any) -> Options:
         )
     if isinstance(lf, os.PathLike):
         values["logfile"] = os.fspath(lf)
+    if isinstance(values["logfile"], str) and os.path.isdir(
+            os.path.expanduser(values["logfile"])):
+        raise StorageError(f"logfile={values['logfile']!r} is a directory: give a file name",
+                           filename=values["logfile"])
 
-    if not isinstance(values["partition"], str) or not values["partition"]:
+    if not isinstance(values["partition"], str):
         raise InputTypeError(
             f"partition must be 'auto' or the name of a SLURM partition, not "
-            f"{values['partition']!r}"
+            f"{values['partition']!r} ({type(values['partition']).__name__})"
         )
+    if not values["partition"].strip():
+        raise InputError("partition='' is not valid: give 'auto' (no SLURM) or the name of a "
+                         "SLURM partition")
     mem = values["mem_per_worker"]
     if not isinstance(mem, str):
         raise InputTypeError(

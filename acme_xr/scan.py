@@ -30,11 +30,14 @@ from typing import Any
 import h5py
 
 from ._version import __version__
-from .errors import ResultsLayoutError, StorageError
+from .errors import ManifestCorruptError, ResultsLayoutError, ResumeMismatchError, StorageError
 from .manifest import MANIFEST_NAME, PENDING, Manifest
+from .runlock import is_locked
 from .storage.hdf5 import scan_group
+from .storage.zarr import STORE_SUFFIX, ZarrStore
 
-__all__ = ["locate_run", "load_manifest", "refresh_pending", "payload_location"]
+__all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
+           "payload_location"]
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +91,73 @@ def payload_location(header: dict[str, Any], run_dir: str, i: int) -> tuple[str,
     return path, (group.format(i=i) if group else None)
 
 
-def load_manifest(run_dir: str) -> Manifest:
-    """Read the run's manifest, or rebuild it by scanning (and save it when possible)."""
+def load_manifest(run_dir: str, save: bool = True) -> Manifest:
+    """Read the run's manifest, or rebuild it by scanning (and save it when ``save`` and
+    possible).
+
+    A damaged manifest (truncated, not JSON, not a manifest: see
+    :class:`~acme_xr.errors.ManifestCorruptError`) is rebuilt the same way, with a warning:
+    the payloads are what counts. The rebuilt manifest's header says ``"rebuilt": True``;
+    what only the old header held (the function and inputs fingerprints, the input
+    labels) is lost.
+
+    Raises
+    ------
+    ResultsLayoutError
+        The manifest is missing or damaged and there are no payloads to rebuild it from.
+    """
     path = os.path.join(run_dir, MANIFEST_NAME)
     if os.path.exists(path):
-        return Manifest.read(run_dir)
+        try:
+            return Manifest.read(run_dir)
+        except ManifestCorruptError as exc:
+            log.warning("%s: rebuilding it by scanning the payloads of the run (the recorded "
+                        "function, inputs and input labels are lost with it)", exc)
     manifest = _rebuild(run_dir)
+    if not save or is_locked(run_dir):  # a running process owns its manifest
+        return manifest
     try:
         manifest.write(run_dir)
         log.info("rebuilt the manifest of %s by scanning its payloads; saved it", run_dir)
     except StorageError as exc:
         log.info("rebuilt the manifest of %s by scanning; could not save it: %s", run_dir, exc)
     return manifest
+
+
+def manifest_to_resume(run_dir: str, n_inputs: int, header: dict[str, Any],
+                       force: bool = False) -> Manifest:
+    """The manifest of the acme_xr run in ``run_dir`` that a resume continues.
+
+    A damaged manifest is rebuilt from the payloads, but the function and inputs
+    fingerprints are lost with its header, so nothing can show that the resume runs the
+    same function on the same inputs. Then only ``force`` continues: with a new manifest
+    (``n_inputs`` calls, this run's ``header``) in which every call with a valid payload
+    is done. Nothing is written.
+
+    Raises
+    ------
+    ResumeMismatchError
+        The run's identity is lost and ``force`` is False.
+    """
+    try:
+        manifest: Manifest | None = load_manifest(run_dir, save=False)
+    except ResultsLayoutError as exc:  # damaged, and no payload to rebuild it from
+        log.warning("%s", exc)
+        manifest = None
+    if manifest is not None and not manifest.header.get("rebuilt"):
+        return manifest
+    if not force:
+        raise ResumeMismatchError(
+            f"cannot resume {run_dir}: its manifest was damaged, and the recorded function "
+            "and inputs are lost with it, so acme_xr cannot check that this is the same "
+            "run. Pass resume=\"force\" to continue it anyway (every call with a valid "
+            "payload is kept), or start a new run in another output_dir"
+        )
+    fresh = Manifest.new(n_inputs, header)
+    found = refresh_pending(fresh, run_dir)
+    log.warning("resuming %s with resume=\"force\" although its manifest was damaged: %d "
+                "calls with a valid payload are kept", run_dir, found)
+    return fresh
 
 
 def _container_calls(path: str) -> tuple[int, bool]:
@@ -114,6 +172,10 @@ def _container_calls(path: str) -> tuple[int, bool]:
 
 def _rebuild(run_dir: str) -> Manifest:
     files = _payload_files(run_dir)
+    stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
+                    and os.path.isdir(os.path.join(run_dir, name)))
+    if stores:  # a storage="zarr" run (its calls that did not fit stay payload files)
+        return _rebuild_zarr(run_dir, stores[0], files)
     header: dict[str, Any]
     if files:  # an acme_xr run that died before its first manifest write
         stem = max(files, key=lambda s: len(files[s]))
@@ -121,8 +183,13 @@ def _rebuild(run_dir: str) -> Manifest:
         n = max(calls) + 1
         header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr"}
     else:
-        stem = _acme_stem(run_dir)  # type: ignore[assignment]
-        assert stem is not None
+        found = _acme_stem(run_dir)
+        if found is None:
+            raise ResultsLayoutError(
+                f"cannot rebuild the manifest of {run_dir} by scanning: it holds no "
+                "<func>_<i>.h5/.pickle payloads, no zarr store and no results container; "
+                "restore its manifest.json from a copy, or run it again")
+        stem = found
         n_links, internal = _container_calls(os.path.join(run_dir, f"{stem}.h5"))
         if internal:
             header = {"payload": f"{stem}.h5", "group": "comp_{i}", "source": "acme"}
@@ -135,13 +202,9 @@ def _rebuild(run_dir: str) -> Manifest:
         if n == 0:
             raise ResultsLayoutError(f"the ACME run in {run_dir} holds no calls")
     header.update({
-        "acme_xr_version": __version__,
-        "func": {"name": stem, "qualname": None, "module": None},
         "storage": "single_file" if header["group"] else "hdf5",
-        "stacked": None,
         "container": f"{stem}.h5",
-        "coords": {},
-        "rebuilt": True,
+        **_common_header(stem),
     })
     manifest = Manifest.new(n, header)
     manifest.state = "rebuilt"
@@ -150,6 +213,45 @@ def _rebuild(run_dir: str) -> Manifest:
             manifest.record_done(i, "pickle", None, None)
             continue
         _scan_into(manifest, run_dir, i)
+    return manifest
+
+
+def _common_header(stem: str) -> dict[str, Any]:
+    return {"acme_xr_version": __version__,
+            "func": {"name": stem, "qualname": None, "module": None},
+            "stacked": None, "coords": {}, "rebuilt": True}
+
+
+def _rebuild_zarr(run_dir: str, store_name: str, files: dict[str, dict[int, str]]) -> Manifest:
+    """The manifest of a ``storage="zarr"`` run: calls whose chunks are all in the store,
+    and calls left as payload files."""
+    import zarr
+
+    stem = store_name[: -len(STORE_SUFFIX)]
+    path = os.path.join(run_dir, store_name)
+    try:
+        root = zarr.open_group(path, mode="r", zarr_format=3)
+        lengths = [arr.shape[0] for _, arr in root.arrays()
+                   if (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"]
+    except Exception as exc:  # zarr raises its own types for a damaged store
+        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
+                                 f"{path} cannot be read ({exc})") from exc
+    calls = files.get(stem, {})
+    n = max([*lengths, max(calls, default=-1) + 1])
+    if n == 0:
+        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
+                                 f"{path} holds no calls and there are no payload files")
+    header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr",
+              "storage": "zarr", "store": store_name, "container": None,
+              **_common_header(stem)}
+    manifest = Manifest.new(n, header)
+    manifest.state = "rebuilt"
+    store = ZarrStore(path, n)
+    for i in range(n):
+        if calls.get(i) == "h5":
+            _scan_into(manifest, run_dir, i)
+        elif (meta := store.stored_call(i)) is not None:
+            manifest.record_done(i, "zarr", meta, None)
     return manifest
 
 

@@ -326,8 +326,11 @@ class Runner:
             return "h5", _describe(variables, out.templates), sums
         except NotStorable as exc:
             # only NotStorable: storage turns what HDF5 cannot convert into it, naming the
-            # variable; any other TypeError is a real failure of the call (with its traceback)
-            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
+            # variable; any other TypeError is a real failure of the call (with its traceback).
+            # The pickle holds the same object ACME's emergency pickling dumps, so ACME's
+            # readers load it
+            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"),
+                               pickled.fallback_value(result))
             out.warnings.append(f"call {i}: {exc}")
             return "pickle", None, sums
 

@@ -24,7 +24,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["TMP_SUFFIX", "atomic_path", "write_json", "remove_stale_temporaries", "SpaceReserve"]
+__all__ = ["TMP_SUFFIX", "atomic_path", "write_json", "fsync_directory",
+           "remove_stale_temporaries", "SpaceReserve"]
 
 TMP_SUFFIX = ".acme_xr-tmp"
 
@@ -51,7 +52,12 @@ def atomic_path(final: str) -> Iterator[str]:
 
 
 def write_json(final: str, obj: Any, *, fsync: bool = False) -> None:
-    """Write ``obj`` as JSON to ``final`` atomically (optionally fsync'ed)."""
+    """Write ``obj`` as JSON to ``final`` atomically.
+
+    ``fsync``: also durably, so that a crash of the machine at any moment leaves either the
+    old or the new file whole: the data reach the disk before the rename, and the rename
+    before this returns (the directory is synced too).
+    """
     with atomic_path(final) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             # dumps, not dump: dump streams through the pure-Python encoder, ~25x slower
@@ -60,6 +66,22 @@ def write_json(final: str, obj: Any, *, fsync: bool = False) -> None:
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+    if fsync:
+        fsync_directory(os.path.dirname(final) or ".")
+
+
+def fsync_directory(path: str) -> None:
+    """Make the renames and creations in directory ``path`` durable (where the OS can)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # e.g. Windows cannot open a directory: its renames are durable there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; nothing more to do
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temporaries(directory: str) -> int:
