@@ -31,7 +31,7 @@ from .errors import MissingPayloadError, PayloadCorruptError
 from .integrity import check_read
 from .scan import payload_location
 from .storage.hdf5 import META_GROUP, decode, find_dataset, read_mask
-from .storage.zarr import mask_of, quiet_dtypes
+from .storage.zarr import ZarrStore, mask_of, quiet_dtypes
 
 __all__ = ["CallStackArray"]
 
@@ -191,7 +191,17 @@ class CallStackArray(BackendArray):
     def _read_store(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
         """Read several calls from the zarr store at once."""
         with quiet_dtypes():
-            return self._read_store_quietly(calls, rest)
+            try:
+                return self._read_store_quietly(calls, rest)
+            except ValueError as exc:  # zarr's crc32c codec: a chunk is not what was written
+                if "checksum" not in str(exc):
+                    raise
+                store = os.path.join(self.run_dir, self.header["store"])
+                bad = ZarrStore(store, 0).damaged_calls([self.store_name], calls)
+                path = os.path.join(store, self.store_name)
+                raise PayloadCorruptError.for_calls(
+                    {i: (path, why) for i, why in bad.items()}
+                    or {int(calls[0]): (path, str(exc))}) from exc
 
     def _read_store_quietly(self, calls: np.ndarray, rest: tuple[Any, ...]) -> np.ndarray:
         import zarr

@@ -165,6 +165,15 @@ def verify_run(run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
                 path = os.path.splitext(path)[0] + ".pickle"
             if not os.path.exists(path):
                 bad[i] = (path, "missing")
+    if header.get("store"):  # zarr checks each chunk's CRC-32C as it reads it
+        from .storage.zarr import ZarrStore, mask_of
+
+        store = os.path.join(run_dir, header["store"])
+        calls = [i for i in range(manifest.n_inputs)
+                 if manifest.status[i] == DONE and manifest.fmt[i] == "zarr"]
+        names = [n for v in manifest.variables for n in (v, mask_of(v))]
+        for i, why in ZarrStore(store, 0).damaged_calls(names, calls).items():
+            bad.setdefault(i, (store, why))
     container = header.get("container_sums")
     if header.get("group") and container:
         path = os.path.join(run_dir, header["payload"])

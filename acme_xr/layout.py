@@ -114,7 +114,11 @@ class RunLayout:
         return os.path.join(self.output_dir, f"{self.stem}{zarr_store.STORE_SUFFIX}")
 
     def zarr_store(self, n_calls: int) -> zarr_store.ZarrStore | None:
-        return None if self.store is None else zarr_store.ZarrStore(self.store, n_calls)
+        from .storage.checksums import enabled
+
+        if self.store is None:
+            return None
+        return zarr_store.ZarrStore(self.store, n_calls, checksums=enabled())
 
     @property
     def manifest(self) -> str:
@@ -268,6 +272,7 @@ class RunLayout:
                   if manifest.fmt[i] == "h5" and os.path.exists(self.payload(int(i)))]
         for i in store.absorb(staged):
             manifest.fmt[i] = "zarr"
+            manifest.forget_sums(i)  # the payload is gone; its chunks carry their own CRCs
         shared: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {}
         for rec in manifest.variables.values():
             for cname, tok in rec.coords.items():

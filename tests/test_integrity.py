@@ -259,3 +259,19 @@ def test_a_type_error_while_storing_fails_the_call_with_its_traceback(client: An
     assert failure["type"] == "TypeError" and "conversion bug" in failure["message"]
     assert "__array__" in failure["traceback"]
     assert not os.path.exists(os.path.join(out, "broken_1.pickle"))
+
+
+def test_zarr_chunks_carry_checksums_that_reads_and_verify_check(client: Any,
+                                                                tmp_path: Any) -> None:
+    out = str(tmp_path / "run")
+    make_run(out, storage="zarr")
+    ds = open_results(out, verify=True)
+    np.testing.assert_array_equal(ds.result_0.values, expected_result_0())
+    chunk = os.path.join(out, "wave.zarr", "result_0", "c", "3", "0")  # call 3's chunk
+    flip(chunk, os.path.getsize(chunk) // 2)
+    with pytest.raises(PayloadCorruptError, match=r"call 3: \S*wave\.zarr\S*: the chunk of "
+                                                  r"'result_0' is damaged"):
+        open_results(out).result_0.load()
+    with pytest.raises(PayloadCorruptError) as err:
+        open_results(out, verify=True)
+    assert list(err.value.bad) == [3]

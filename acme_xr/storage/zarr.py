@@ -85,6 +85,15 @@ def _fill_value(dtype: np.dtype) -> Any:
     return 0
 
 
+def _compressors(checksums: bool) -> dict[str, Any]:
+    """zarr's default compressor, plus the crc32c codec with checksums (per chunk)."""
+    if not checksums:
+        return {}
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": (ZstdCodec(level=0, checksum=False), Crc32cCodec())}
+
+
 def _zarr_dtype(dtype: np.dtype) -> Any:
     return str if dtype.kind in "UO" else dtype
 
@@ -98,20 +107,25 @@ class ZarrStore:
         Absolute path of the store directory ``<output_dir>/<func>.zarr``.
     n_calls : int
         Number of calls (length of the leading ``call`` axis).
+    checksums : bool
+        Give the arrays zarr's ``crc32c`` codec: each chunk (one call's value) carries its
+        CRC-32C, which zarr checks whenever the chunk is read.
     """
 
-    def __init__(self, path: str, n_calls: int) -> None:
+    def __init__(self, path: str, n_calls: int, checksums: bool = True) -> None:
         self.path = path
         self.n_calls = n_calls
+        self.checksums = checksums
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "n_calls": self.n_calls}
+        return {"path": self.path, "n_calls": self.n_calls, "checksums": self.checksums}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["n_calls"])  # type: ignore[misc]
+        self.__init__(state["path"], state["n_calls"],  # type: ignore[misc]
+                      state.get("checksums", True))
 
     # -- client side ---------------------------------------------------------------------
     def create(self) -> None:
@@ -128,8 +142,30 @@ class ZarrStore:
                 dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
                 dimension_names=("call", *dims), attributes=dict(attrs or {}),
                 config=_CONFIG,  # type: ignore[arg-type]
+                **_compressors(self.checksums),
             )
         self._checked.pop(name, None)  # visible at once in this process
+
+    def damaged_calls(self, names: Sequence[str], calls: Sequence[int]) -> dict[int, str]:
+        """Read every chunk of ``calls`` in the arrays ``names``; return call -> what is
+        wrong, for the chunks whose checksum (or decoding) fails (``verify=True``)."""
+        import zarr
+
+        bad: dict[int, str] = {}
+        with quiet_dtypes():
+            for name in names:
+                try:
+                    arr = zarr.open_array(self.path, path=name, mode="r")
+                except FileNotFoundError:
+                    continue
+                for i in calls:
+                    if i in bad:
+                        continue
+                    try:
+                        arr[int(i)]
+                    except ValueError as exc:  # zarr's crc32c codec: "checksum do not match"
+                        bad[int(i)] = f"the chunk of {name!r} is damaged ({exc})"
+        return bad
 
     def ensure_arrays(self, meta: Sequence[tuple[Any, ...]] | None,
                       templates: dict[str, dict[str, Any]]) -> None:
