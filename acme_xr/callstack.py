@@ -197,7 +197,7 @@ class CallStackArray(BackendArray):
                 if "checksum" not in str(exc):
                     raise
                 store = os.path.join(self.run_dir, self.header["store"])
-                bad = ZarrStore(store, 0).damaged_calls([self.store_name], calls)
+                bad = ZarrStore(store, 0).damaged_calls([self.store_name], calls.tolist())
                 path = os.path.join(store, self.store_name)
                 raise PayloadCorruptError.for_calls(
                     {i: (path, why) for i, why in bad.items()}

@@ -172,16 +172,16 @@ def verify_run(run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
         calls = [i for i in range(manifest.n_inputs)
                  if manifest.status[i] == DONE and manifest.fmt[i] == "zarr"]
         names = [n for v in manifest.variables for n in (v, mask_of(v))]
-        for i, why in ZarrStore(store, 0).damaged_calls(names, calls).items():
-            bad.setdefault(i, (store, why))
+        for i, chunk in ZarrStore(store, 0).damaged_calls(names, calls).items():
+            bad.setdefault(i, (store, chunk))
     container = header.get("container_sums")
     if header.get("group") and container:
         path = os.path.join(run_dir, header["payload"])
-        why = file_problem(path, *container)
-        if why is not None:
+        problem = file_problem(path, *container)
+        if problem is not None:
             for i in range(manifest.n_inputs):
                 if manifest.status[i] == DONE and manifest.fmt[i] == "h5":
-                    bad[i] = (path, why)
+                    bad[i] = (path, problem)
     return bad
 
 
