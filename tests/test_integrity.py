@@ -275,3 +275,33 @@ def test_zarr_chunks_carry_checksums_that_reads_and_verify_check(client: Any,
     with pytest.raises(PayloadCorruptError) as err:
         open_results(out, verify=True)
     assert list(err.value.bad) == [3]
+
+
+@pytest.mark.parametrize("mode", ["hdf5", "single_file", "zarr"])
+def test_runs_in_manifest_format_1_open_and_verify(tmp_path: Any, mode: str) -> None:
+    # tests/data/runs/payload-v1: manifest format_version 1 (no sizes or checksums)
+    run = str(tmp_path / mode)
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "runs", "payload-v1", mode),
+                    run)
+    assert manifest(run)["format_version"] == 1
+    ds = open_results(run, verify=True).load()
+    assert ds.status.values.tolist() == ["done", "done", "failed", "done"]
+    assert ds.result_1.values[[0, 1, 3]].tolist() == [0, 10, 30]
+    if mode == "hdf5":  # nothing recorded to compare: a damaged payload is still named
+        open(os.path.join(run, "legacy_1.h5"), "wb").close()
+        with pytest.raises(PayloadCorruptError, match=r"call 1: \S*legacy_1\.h5: HDF5"):
+            open_results(run).result_1.load()
+        os.remove(os.path.join(run, "legacy_1.h5"))
+        with pytest.raises(PayloadCorruptError, match=r"call 1: \S*legacy_1\.h5: missing"):
+            open_results(run, verify=True)
+
+
+def test_verify_checks_a_single_file_container_as_a_whole(client: Any, tmp_path: Any) -> None:
+    out = str(tmp_path / "run")
+    make_run(out, single_file=True)
+    assert manifest(out)["container_sums"] == list(file_sums(os.path.join(out, "wave.h5")))
+    open_results(out, verify=True)
+    flip(os.path.join(out, "wave.h5"), 100)
+    with pytest.raises(PayloadCorruptError, match=r"wave\.h5: checksum") as err:
+        open_results(out, verify=True)
+    assert sorted(err.value.bad) == list(range(N))
