@@ -1,0 +1,43 @@
+"""Every result reaches the client, however long it takes to arrive (issue 9, point 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from acme_xr import ParallelMap
+
+from .slow_unpickle import SlowToUnpickle, slow_result
+
+
+class Hung(Exception):
+    """The code under test did not finish in time."""
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """Raise Hung in the main thread after ``seconds``: a hang fails the test instead of
+    blocking the suite (the run then cancels its tasks as on any error)."""
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise Hung(f"did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_results_slow_to_arrive_are_fetched_once(client: Any) -> None:
+    """Each return value takes 3 s to unpickle on the client (plain dask: ~3 s); a
+    client-side timeout shorter than that used to abandon and restart it forever."""
+    with fails_after(90):
+        values = ParallelMap(slow_result, list(range(3)), 3.0, write_worker_results=False,
+                             verbose=False).compute()
+    assert all(isinstance(v, SlowToUnpickle) for v in values)
+    assert [v.value for v in values] == [0, 10, 20]
