@@ -378,15 +378,20 @@ def execute(
         if futures and client.status == "running":
             client.cancel(futures, force=True)
         if settle:
+            _release(runner_futures)
             if runner.call_timeout is not None:  # a call stuck in a child ends now
                 _close_call_hosts(client, runner.token)
             _wait_until_gone(client, run_id, config.get_seconds("cancel-timeout"))
         raise
     finally:
-        for f in runner_futures:
-            f.release()
+        _release(runner_futures)
         if runner.call_timeout is not None and client.status == "running":
             _close_call_hosts(client, runner.token)
+
+
+def _release(futures: list[Any]) -> None:
+    while futures:
+        futures.pop().release()
 
 
 def _settle_batch(batcher: Batcher, indices: list[int], tries: int, alone: bool, fut: Any,

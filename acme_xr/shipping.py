@@ -36,7 +36,7 @@ _IN_BAND = 1 << 16
 
 
 @functools.cache
-def _dask_ships(kind: type) -> bool:
+def _dask_ships(kind: Any) -> bool:
     """Whether dask has a serializer of its own (not pickle) for objects of type ``kind``."""
     if kind in _PLAIN:
         return False
@@ -58,7 +58,7 @@ class _DaskAwarePickler(cloudpickle.Pickler):
         self.parts = parts
 
     def persistent_id(self, obj: Any) -> int | None:  # type: ignore[override]
-        kind = type(obj)
+        kind: Any = type(obj)
         if kind in _PLAIN or not _dask_ships(kind):
             return None
         from distributed.protocol import serialize

@@ -12,17 +12,17 @@ from acme_xr import ParallelMap
 from .slow_unpickle import SlowToUnpickle, slow_result
 
 
-class Hung(Exception):
+class HungError(Exception):
     """The code under test did not finish in time."""
 
 
 @contextlib.contextmanager
 def fails_after(seconds: int) -> Iterator[None]:
-    """Raise Hung in the main thread after ``seconds``: a hang fails the test instead of
+    """Raise HungError in the main thread after ``seconds``: a hang fails the test instead of
     blocking the suite (the run then cancels its tasks as on any error)."""
 
     def alarm(signum: int, frame: Any) -> None:
-        raise Hung(f"did not finish within {seconds} s")
+        raise HungError(f"did not finish within {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(seconds)
