@@ -1,44 +1,47 @@
-"""The client side of a run: group calls into batches, submit them, collect outcomes.
+"""The client side of a run: submit batches of calls, collect their outcomes.
 
-* Batches are sized from measured call durations (as joblib does): a task should run for
-  about ``acme_xr.batch.target-duration`` so that dask's ~2 ms per task stays small, while
-  the end of the run is split finely enough to keep every worker busy.
-* A few tasks per worker are kept in flight; outcomes are collected with
-  :class:`distributed.as_completed` as they finish (no polling of every future).
+* Calls are grouped into batches (:class:`~acme_xr.batching.Batcher`), one dask task each;
+  the Runner (the function and every argument that goes whole to every call) is shipped
+  once per worker, each batch's split values with its task. Both travel the way dask
+  ships data: what cloudpickle cannot pickle goes through dask's serializers
+  (:mod:`acme_xr.shipping`).
+* A few tasks per worker are kept in flight; each outcome is fetched by dask's own gather
+  in the client's event loop as soon as its task ends, with no client-side timeout.
 * A batch lost with its worker is run again by dask. If workers die repeatedly under it
   (dask's ``KilledWorker``), its calls become suspects: each then runs alone, with nothing
   else of the run in flight, because dask blames every task assigned to a dying worker,
   also those only queued there. A suspect that kills its worker while alone fails (it is
   the culprit); every other call completes.
+* A cluster without workers, or a client without its scheduler, for ``setup_timeout``
+  ends the run with :class:`~acme_xr.errors.ClusterError`.
 
 Examples
 --------
->>> b = Batcher(range(100), slots=2)
->>> len(b.take()[0])   # the first batches have one call: nothing is measured yet
-1
->>> b.observe(n_calls=1, seconds=0.001)
->>> len(b.take()[0])   # 0.2 s of 1 ms calls, but no more than a quarter of what is left
-25
+>>> from acme_xr.inputs import distribute
+>>> plan = distribute(abs, ([-1, -2],), {})
+>>> chunk = Chunk([0, 1], ship_values(plan, [0, 1]))
+>>> import pickle
+>>> pickle.loads(pickle.dumps(chunk)).values
+[(-1,), (-2,)]
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import pickle
 import queue
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import config
+from .batching import Batcher
 from .errors import InputTypeError
 from .inputs import CallPlan
-from .shipping import Shipped, dumps
+from .shipping import dumps, ship_runner, ship_values
 from .worker import BatchResult, Runner
 
 __all__ = ["Batcher", "Chunk", "execute"]
@@ -46,76 +49,6 @@ __all__ = ["Batcher", "Chunk", "execute"]
 log = logging.getLogger(__name__)
 
 _MAX_RESUBMITS = 3
-
-
-class Batcher:
-    """Hands out batches of call indices, sized by the measured time per call.
-
-    Parameters
-    ----------
-    todo : iterable of int
-        Call indices to run, in order.
-    slots : int
-        Worker threads; the tail of the run is split so that each gets work.
-    batch_size : int, optional
-        Fixed number of calls per batch (no automatic sizing).
-    """
-
-    def __init__(self, todo: Iterable[int], slots: int, batch_size: int | None = None) -> None:
-        self._todo = deque(todo)
-        self._retry: deque[tuple[list[int], int]] = deque()
-        self._suspects: deque[int] = deque()
-        self.slots = max(1, slots)
-        self.fixed = batch_size
-        self.target = config.get_seconds("batch.target-duration")
-        self.max_size = int(config.get("batch.max-size"))
-        self.per_call: float | None = None
-
-    def __len__(self) -> int:
-        return len(self._todo) + sum(len(b) for b, _ in self._retry) + len(self._suspects)
-
-    def observe(self, n_calls: int, seconds: float) -> None:
-        """Feed back how long a finished batch of ``n_calls`` took on its worker."""
-        if n_calls <= 0 or not math.isfinite(seconds):
-            return
-        x = max(seconds / n_calls, 1e-7)
-        self.per_call = x if self.per_call is None else 0.5 * self.per_call + 0.5 * x
-
-    def put_back(self, indices: Sequence[int], tries: int, one_by_one: bool = False) -> None:
-        """Queue calls again (their batch was lost) before any new ones; ``tries`` counts
-        how often they were lost already."""
-        if one_by_one:
-            self._retry.extend(([i], tries) for i in indices)
-        else:
-            self._retry.append((list(indices), tries))
-
-    def suspect(self, indices: Sequence[int]) -> None:
-        """Queue calls that were on workers that died, to be run one at a time, alone."""
-        self._suspects.extend(indices)
-
-    def take_suspect(self) -> int | None:
-        """The next suspect call, or None."""
-        return self._suspects.popleft() if self._suspects else None
-
-    @property
-    def has_suspects(self) -> bool:
-        return bool(self._suspects)
-
-    def take(self) -> tuple[list[int], int] | None:
-        """The next batch and how often it was lost before, or None when all is handed out."""
-        if self._retry:
-            return self._retry.popleft()
-        if not self._todo:
-            return None
-        if self.fixed is not None:
-            size = self.fixed
-        elif self.per_call is None:
-            size = 1
-        else:
-            tail = math.ceil(len(self._todo) / (2 * self.slots))
-            size = min(int(self.target / self.per_call), tail, self.max_size)
-        size = max(1, min(size, len(self._todo)))
-        return [self._todo.popleft() for _ in range(size)], 0
 
 
 class Chunk:
@@ -155,50 +88,6 @@ def _load_runner(blob: bytes) -> _Parcel:
 
 def _run_chunk(parcel: _Parcel, chunk: Chunk) -> BatchResult:
     return parcel.runner.run(chunk.indices, chunk.values)
-
-
-def _unshippable(what: str, exc: BaseException) -> InputTypeError:
-    return InputTypeError(
-        f"{what} cannot be sent to the dask workers: {type(exc).__name__}: {exc}. Neither "
-        "pickle nor dask can serialize it; pass something that can be (for an open file, "
-        "its name) and open it inside the function"
-    )
-
-
-def _ship_runner(plan: CallPlan, runner: Runner) -> bytes:
-    """The runner, pickled once for every worker; an error names what cannot travel."""
-    try:
-        return dumps(runner)
-    except Exception as exc:
-        for a in (*plan.args, *plan.kwargs.values()):
-            if not a.split and not _ships(a.value):
-                raise _unshippable(f"argument {a.name!r} ({type(a.value).__name__})",
-                                   exc) from exc
-        raise _unshippable(f"the function {getattr(plan.func, '__qualname__', plan.func)!r} "
-                           "(or something it refers to)", exc) from exc
-
-
-def _ship_values(plan: CallPlan, indices: list[int]) -> Shipped:
-    """The split arguments' values of calls ``indices``; an error names the argument."""
-    split = plan.split_arguments
-    values = [tuple(a.at(i) for a in split) for i in indices]
-    try:
-        return Shipped(values)
-    except Exception as exc:
-        for i in indices:
-            for a in split:
-                if not _ships(a.at(i)):
-                    raise _unshippable(f"element {i} of argument {a.name!r} "
-                                       f"({type(a.at(i)).__name__})", exc) from exc
-        raise _unshippable(f"the values of calls {indices[:5]}", exc) from exc
-
-
-def _ships(value: Any) -> bool:
-    try:
-        dumps(value)
-    except Exception:  # noqa: BLE001 - any failure means: this one cannot travel
-        return False
-    return True
 
 
 class _SysPath:
@@ -295,7 +184,7 @@ def execute(
     from distributed.diagnostics.plugin import WorkerPlugin
 
     run_id = uuid.uuid4().hex[:10]
-    runner_blob = _ship_runner(plan, runner)
+    runner_blob = ship_runner(plan, runner)
     if share_sys_path:  # workers of a LocalCluster we spawned inherited it already
         plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
         client.register_plugin(plugin, name=_SysPath.name)
@@ -318,7 +207,7 @@ def execute(
 
     def submit(indices: list[int], tries: int = 0, alone: bool = False) -> None:
         try:
-            chunk = Chunk(indices, _ship_values(plan, indices))
+            chunk = Chunk(indices, ship_values(plan, indices))
         except InputTypeError as exc:  # these calls cannot run; the others can
             on_batch_error(indices, exc)
             return
@@ -365,7 +254,7 @@ def execute(
                     batcher.observe(ran, result.elapsed)
                 on_result(result)
             else:
-                _settle_batch(batcher, indices, tries, alone, fut, exc, client, on_batch_error)
+                _without_result(batcher, indices, tries, alone, fut, exc, client, on_batch_error)
             fut.release()
             current.clear()
             fill()
@@ -394,7 +283,7 @@ def _release(futures: list[Any]) -> None:
         futures.pop().release()
 
 
-def _settle_batch(batcher: Batcher, indices: list[int], tries: int, alone: bool, fut: Any,
+def _without_result(batcher: Batcher, indices: list[int], tries: int, alone: bool, fut: Any,
                   exc: BaseException, client: Any,
                   on_batch_error: Callable[[list[int], BaseException], None]) -> None:
     """Decide what becomes of the calls of a task that ended without a result."""

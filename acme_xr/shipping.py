@@ -22,11 +22,17 @@ from __future__ import annotations
 import functools
 import io
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-__all__ = ["dumps", "Shipped"]
+from .errors import InputTypeError
+
+if TYPE_CHECKING:
+    from .inputs import CallPlan
+    from .worker import Runner
+
+__all__ = ["dumps", "Shipped", "ship_runner", "ship_values"]
 
 # types that never need dask's serializers: checked first, so that the slow path stays cheap
 _PLAIN = frozenset({int, float, complex, bool, str, bytes, bytearray, type(None), tuple, list,
@@ -162,3 +168,47 @@ class Shipped:
         if int(protocol) < 5:  # no out-of-band buffers: load them into the bytes
             return (_loads, (self.data, *[bytes(b.raw()) for b in self.buffers]))
         return (_loads, (self.data, *self.buffers))
+
+
+def _unshippable(what: str, exc: BaseException) -> InputTypeError:
+    return InputTypeError(
+        f"{what} cannot be sent to the dask workers: {type(exc).__name__}: {exc}. Neither "
+        "pickle nor dask can serialize it; pass something that can be (for an open file, "
+        "its name) and open it inside the function"
+    )
+
+
+def ship_runner(plan: CallPlan, runner: Runner) -> bytes:
+    """The runner, pickled once for every worker; an error names what cannot travel."""
+    try:
+        return dumps(runner)
+    except Exception as exc:
+        for a in (*plan.args, *plan.kwargs.values()):
+            if not a.split and not _ships(a.value):
+                raise _unshippable(f"argument {a.name!r} ({type(a.value).__name__})",
+                                   exc) from exc
+        raise _unshippable(f"the function {getattr(plan.func, '__qualname__', plan.func)!r} "
+                           "(or something it refers to)", exc) from exc
+
+
+def ship_values(plan: CallPlan, indices: list[int]) -> Shipped:
+    """The split arguments' values of calls ``indices``; an error names the argument."""
+    split = plan.split_arguments
+    values = [tuple(a.at(i) for a in split) for i in indices]
+    try:
+        return Shipped(values)
+    except Exception as exc:
+        for i in indices:
+            for a in split:
+                if not _ships(a.at(i)):
+                    raise _unshippable(f"element {i} of argument {a.name!r} "
+                                       f"({type(a.at(i)).__name__})", exc) from exc
+        raise _unshippable(f"the values of calls {indices[:5]}", exc) from exc
+
+
+def _ships(value: Any) -> bool:
+    try:
+        dumps(value)
+    except Exception:  # noqa: BLE001 - any failure means: this one cannot travel
+        return False
+    return True

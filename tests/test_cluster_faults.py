@@ -21,6 +21,7 @@ from acme_xr.storage.atomic import TMP_SUFFIX
 from acme_xr.storage.hdf5 import read_payload
 
 from .conftest import listing
+from .deadline import fails_after
 
 
 def nap(i: int, seconds: float, marker_dir: str) -> float:
@@ -104,7 +105,8 @@ def test_a_scheduler_that_dies_mid_run_ends_it_with_a_cluster_error(
         killed.append(time.monotonic())
 
     killer = when(lambda: out.exists() and len(payload_calls(out)) >= 4, kill_scheduler)
-    with client.as_current(), pytest.raises(ClusterError, match="scheduler") as info:
+    with fails_after(180), client.as_current(), \
+            pytest.raises(ClusterError, match="scheduler") as info:
         ParallelMap(nap, list(range(60)), 0.2, markers, output_dir=str(out),
                     setup_timeout=5, verbose=False).compute()
     ended = time.monotonic()

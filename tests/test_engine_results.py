@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Iterator
 from typing import Any
 
 from acme_xr import ParallelMap
 
+from .deadline import fails_after
 from .slow_unpickle import SlowToUnpickle, slow_result
-
-
-class HungError(Exception):
-    """The code under test did not finish in time."""
-
-
-@contextlib.contextmanager
-def fails_after(seconds: int) -> Iterator[None]:
-    """Raise HungError in the main thread after ``seconds``: a hang fails the test instead of
-    blocking the suite (the run then cancels its tasks as on any error)."""
-
-    def alarm(signum: int, frame: Any) -> None:
-        raise HungError(f"did not finish within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_results_slow_to_arrive_are_fetched_once(client: Any) -> None:

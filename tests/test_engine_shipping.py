@@ -15,7 +15,6 @@ import pytest
 
 from acme_xr import ParallelMap
 from acme_xr.errors import ComputeError, InputTypeError
-from acme_xr.shipping import Shipped, dumps
 
 
 @pytest.fixture
@@ -98,6 +97,8 @@ def test_a_split_element_nothing_can_ship_fails_only_its_calls(client: Any) -> N
 
 
 def test_shipping_round_trips_and_keeps_big_buffers_out_of_band(h5: h5py.File) -> None:
+    from acme_xr.shipping import Shipped, dumps
+
     big = np.arange(100_000.0)
     shipped = Shipped([big, 3])
     assert len(shipped.buffers) == 1  # the array is not copied into the pickle
