@@ -20,7 +20,9 @@ from acme_xr.errors import ComputeError, InputTypeError
 @pytest.fixture
 def h5(tmp_path: Any) -> Iterator[h5py.File]:
     """A file with datasets d (8 values) and e (8 more), open read-only in the client."""
-    path = tmp_path / "data.h5"
+    # not *.h5: an in-process scheduler keeps its last messages (dask's low-level log),
+    # and with them the split Datasets it unpickled, open: that is not a payload left open
+    path = tmp_path / "data.hdf5"
     with h5py.File(path, "w") as fh:
         fh["d"] = np.arange(8) * 1.5
         fh["e"] = np.arange(8) + 100.0
