@@ -265,7 +265,10 @@ def execute(
         # would keep running (and holding the results of) this run's tasks
         futures = list(pending) + current
         if futures and client.status == "running":
-            client.cancel(futures, force=True)
+            try:
+                client.cancel(futures, force=True)
+            except Exception as exc:  # a failing cluster must not hide the run's outcome
+                log.warning("could not cancel the run's pending tasks: %s", exc)
         if settle:
             _release(runner_futures)
             if runner.call_timeout is not None:  # a call stuck in a child ends now

@@ -12,6 +12,8 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from acme_xr import ParallelMap
 from acme_xr.errors import ComputeError, InputTypeError
@@ -129,3 +131,35 @@ def test_with_call_timeout_a_value_the_child_cannot_get_fails_its_calls_clearly(
     assert out.errors[0]["type"] == "acme_xr.errors.InputTypeError"
     assert "argument 'lock' (lock)" in message and "call_timeout" in message
     assert "its name" in message
+
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary() | st.builds(np.arange, st.integers(0, 20_000)),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=values, protocol=st.sampled_from([4, 5]))
+def test_shipped_values_come_back_equal(value: Any, protocol: int) -> None:
+    """Whatever the nesting, with big arrays out of band or not, unpickling a Shipped gives
+    back an equal value."""
+    from acme_xr.shipping import Shipped
+
+    buffers: list[Any] = []
+    data = pickle.dumps(Shipped(value), protocol=protocol,
+                        buffer_callback=buffers.append if protocol == 5 else None)
+    assert same(pickle.loads(data, buffers=buffers), value)
