@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import pickle
 import selectors
@@ -44,10 +45,9 @@ import time
 import weakref
 from typing import Any
 
-import cloudpickle
-
 from . import config
-from .errors import CallCrashedError, CallTimeoutError
+from .errors import CallCrashedError, CallTimeoutError, InputTypeError
+from .shipping import dumps
 
 __all__ = ["CallHost", "HostPool", "close_pools", "close_pools_soon", "main"]
 
@@ -65,7 +65,10 @@ class _CrashedError(Exception):
 
 
 def _send(fd: int, obj: Any) -> None:
-    data = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    _send_bytes(fd, dumps(obj))  # as the worker got it: dask's serializers where pickle fails
+
+
+def _send_bytes(fd: int, data: bytes) -> None:
     view = memoryview(_HEADER.pack(len(data)) + data)
     while view:
         n = os.write(fd, view)
@@ -90,6 +93,38 @@ def _read_exact(fd: int, n: int, sel: selectors.BaseSelector | None,
 def _recv(fd: int, sel: selectors.BaseSelector | None = None, deadline: float | None = None) -> Any:
     (n,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, sel, deadline))
     return pickle.loads(_read_exact(fd, n, sel, deadline))
+
+
+def _unshippable(what: str, exc: BaseException) -> InputTypeError:
+    return InputTypeError(
+        f"{what} cannot be sent to the process that runs calls under call_timeout: "
+        f"{type(exc).__name__}: {exc}. Pass something that can be pickled (for an open "
+        "file, its name) and open it inside the function, or run without call_timeout"
+    )
+
+
+def _whole_culprit(runner: Any) -> str:
+    """Name the first of the runner's values that cannot be sent to a child."""
+
+    def ships(value: Any) -> bool:
+        try:
+            dumps(value)
+        except Exception:  # noqa: BLE001 - any failure means: this one cannot go
+            return False
+        return True
+
+    try:
+        names = list(inspect.signature(runner.func).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        names = []
+    for p, (split, value) in enumerate(runner.positional):
+        if not split and not ships(value):
+            name = repr(names[p]) if p < len(names) else f"#{p}"
+            return f"argument {name} ({type(value).__name__})"
+    for name, (split, value) in runner.keyword.items():
+        if not split and not ships(value):
+            return f"argument {name!r} ({type(value).__name__})"
+    return f"the function {getattr(runner.func, '__qualname__', runner.func)!r}"
 
 
 class CallHost:
@@ -140,7 +175,11 @@ class CallHost:
         t0 = time.perf_counter()
         failure: Exception
         try:
-            _send(self.proc.stdin.fileno(), ("call", i, split))
+            request = dumps(("call", i, split))
+        except Exception as exc:  # nothing was sent: the child waits for the next call
+            return Attempt.failed(_unshippable(f"a value of call {i}", exc), 0.0), {}, []
+        try:
+            _send_bytes(self.proc.stdin.fileno(), request)
             return _recv(self.proc.stdout.fileno(), self.sel, time.monotonic() + timeout)
         except TimeoutError:
             self.kill()
@@ -192,7 +231,12 @@ class HostPool:
     """The children of one runner on one worker process: one per worker thread."""
 
     def __init__(self, runner: Any) -> None:
-        self.blob = cloudpickle.dumps(runner)
+        self.blob = b""
+        self.error: Exception | None = None
+        try:
+            self.blob = dumps(runner)
+        except Exception as exc:  # every call of the run fails with this, clearly
+            self.error = _unshippable(_whole_culprit(runner), exc)
         self.timeout = float(runner.call_timeout)
         self.hosts: dict[int, CallHost] = {}
         self.lock = threading.Lock()
@@ -207,6 +251,10 @@ class HostPool:
         return pool
 
     def call(self, i: int, split: Any, attempt: int, out: Any) -> Any:
+        if self.error is not None:
+            from .worker import Attempt
+
+            return Attempt.failed(self.error, 0.0)
         me = threading.get_ident()
         with self.lock:
             host = self.hosts.get(me)
@@ -283,7 +331,7 @@ def main(parent: int) -> None:
     except _CrashedError:
         return
     sys.path[:] = path
-    runner = cloudpickle.loads(blob)
+    runner = pickle.loads(blob)
     _send(wfd, ("ready", os.getpid()))
     while True:
         try:

@@ -248,13 +248,17 @@ class ClusterLease:
         info = self.client.scheduler_info(n_workers=-1).get("workers", {})
         return max(1, self.planned_slots, sum(int(w.get("nthreads", 1)) for w in info.values()))
 
+    @property
+    def will_stop(self) -> bool:
+        """Whether :meth:`release` closes the client (else the cluster outlives the run)."""
+        return self.started if self.stop_client == "auto" else bool(self.stop_client)
+
     def release(self) -> None:
         """Close the client/cluster if ``stop_client`` says so; idempotent."""
         client, self.client = self.client, None
         if client is None:
             return
-        stop = self.started if self.stop_client == "auto" else bool(self.stop_client)
-        if stop:
+        if self.will_stop:
             try:
                 cluster_cleanup(client)
             except Exception as exc:  # a half-dead cluster must not hide the run's outcome

@@ -1,42 +1,47 @@
-"""The client side of a run: group calls into batches, submit them, collect outcomes.
+"""The client side of a run: submit batches of calls, collect their outcomes.
 
-* Batches are sized from measured call durations (as joblib does): a task should run for
-  about ``acme_xr.batch.target-duration`` so that dask's ~2 ms per task stays small, while
-  the end of the run is split finely enough to keep every worker busy.
-* A few tasks per worker are kept in flight; outcomes are collected with
-  :class:`distributed.as_completed` as they finish (no polling of every future).
+* Calls are grouped into batches (:class:`~acme_xr.batching.Batcher`), one dask task each;
+  the Runner (the function and every argument that goes whole to every call) is shipped
+  once per worker, each batch's split values with its task. Both travel the way dask
+  ships data: what cloudpickle cannot pickle goes through dask's serializers
+  (:mod:`acme_xr.shipping`).
+* A few tasks per worker are kept in flight; each outcome is fetched by dask's own gather
+  in the client's event loop as soon as its task ends, with no client-side timeout.
 * A batch lost with its worker is run again by dask. If workers die repeatedly under it
   (dask's ``KilledWorker``), its calls become suspects: each then runs alone, with nothing
   else of the run in flight, because dask blames every task assigned to a dying worker,
   also those only queued there. A suspect that kills its worker while alone fails (it is
   the culprit); every other call completes.
+* A cluster without workers, or a client without its scheduler, for ``setup_timeout``
+  ends the run with :class:`~acme_xr.errors.ClusterError`.
 
 Examples
 --------
->>> b = Batcher(range(100), slots=2)
->>> len(b.take()[0])   # the first batches have one call: nothing is measured yet
-1
->>> b.observe(n_calls=1, seconds=0.001)
->>> len(b.take()[0])   # 0.2 s of 1 ms calls, but no more than a quarter of what is left
-25
+>>> from acme_xr.inputs import distribute
+>>> plan = distribute(abs, ([-1, -2],), {})
+>>> chunk = Chunk([0, 1], ship_values(plan, [0, 1]))
+>>> import pickle
+>>> pickle.loads(pickle.dumps(chunk)).values
+[(-1,), (-2,)]
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import pickle
+import queue
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import cloudpickle
-
 from . import config
+from .batching import Batcher
+from .errors import InputTypeError
 from .inputs import CallPlan
+from .shipping import dumps, ship_runner, ship_values
 from .worker import BatchResult, Runner
 
 __all__ = ["Batcher", "Chunk", "execute"]
@@ -46,82 +51,17 @@ log = logging.getLogger(__name__)
 _MAX_RESUBMITS = 3
 
 
-class Batcher:
-    """Hands out batches of call indices, sized by the measured time per call.
-
-    Parameters
-    ----------
-    todo : iterable of int
-        Call indices to run, in order.
-    slots : int
-        Worker threads; the tail of the run is split so that each gets work.
-    batch_size : int, optional
-        Fixed number of calls per batch (no automatic sizing).
-    """
-
-    def __init__(self, todo: Iterable[int], slots: int, batch_size: int | None = None) -> None:
-        self._todo = deque(todo)
-        self._retry: deque[tuple[list[int], int]] = deque()
-        self._suspects: deque[int] = deque()
-        self.slots = max(1, slots)
-        self.fixed = batch_size
-        self.target = config.get_seconds("batch.target-duration")
-        self.max_size = int(config.get("batch.max-size"))
-        self.per_call: float | None = None
-
-    def __len__(self) -> int:
-        return len(self._todo) + sum(len(b) for b, _ in self._retry) + len(self._suspects)
-
-    def observe(self, n_calls: int, seconds: float) -> None:
-        """Feed back how long a finished batch of ``n_calls`` took on its worker."""
-        if n_calls <= 0 or not math.isfinite(seconds):
-            return
-        x = max(seconds / n_calls, 1e-7)
-        self.per_call = x if self.per_call is None else 0.5 * self.per_call + 0.5 * x
-
-    def put_back(self, indices: Sequence[int], tries: int, one_by_one: bool = False) -> None:
-        """Queue calls again (their batch was lost) before any new ones; ``tries`` counts
-        how often they were lost already."""
-        if one_by_one:
-            self._retry.extend(([i], tries) for i in indices)
-        else:
-            self._retry.append((list(indices), tries))
-
-    def suspect(self, indices: Sequence[int]) -> None:
-        """Queue calls that were on workers that died, to be run one at a time, alone."""
-        self._suspects.extend(indices)
-
-    def take_suspect(self) -> int | None:
-        """The next suspect call, or None."""
-        return self._suspects.popleft() if self._suspects else None
-
-    @property
-    def has_suspects(self) -> bool:
-        return bool(self._suspects)
-
-    def take(self) -> tuple[list[int], int] | None:
-        """The next batch and how often it was lost before, or None when all is handed out."""
-        if self._retry:
-            return self._retry.popleft()
-        if not self._todo:
-            return None
-        if self.fixed is not None:
-            size = self.fixed
-        elif self.per_call is None:
-            size = 1
-        else:
-            tail = math.ceil(len(self._todo) / (2 * self.slots))
-            size = min(int(self.target / self.per_call), tail, self.max_size)
-        size = max(1, min(size, len(self._todo)))
-        return [self._todo.popleft() for _ in range(size)], 0
-
-
 class Chunk:
-    """The per-call arguments of one batch, in an object dask does not look into."""
+    """The calls of one batch and their values of the split arguments.
+
+    The values are pickled when the Chunk is made (:class:`~acme_xr.shipping.Shipped`:
+    what cloudpickle cannot pickle goes through dask's serializers), so that a value that
+    cannot travel fails here, where its argument can be named.
+    """
 
     __slots__ = ("indices", "values")
 
-    def __init__(self, indices: list[int], values: list[tuple[Any, ...]]) -> None:
+    def __init__(self, indices: list[int], values: Any) -> None:
         self.indices = indices
         self.values = values
 
@@ -129,12 +69,25 @@ class Chunk:
         return (Chunk, (self.indices, self.values))
 
 
-def _load_runner(blob: bytes) -> Runner:
-    return cloudpickle.loads(blob)
+class _Parcel:
+    """The Runner as a worker holds it: dask moves it to the other workers by pickling it,
+    and that pickling must also go through dask's serializers where cloudpickle fails."""
+
+    __slots__ = ("runner",)
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_runner, (dumps(self.runner),))
 
 
-def _run_chunk(runner: Runner, chunk: Chunk) -> BatchResult:
-    return runner.run(chunk.indices, chunk.values)
+def _load_runner(blob: bytes) -> _Parcel:
+    return _Parcel(pickle.loads(blob))
+
+
+def _run_chunk(parcel: _Parcel, chunk: Chunk) -> BatchResult:
+    return parcel.runner.run(chunk.indices, chunk.values)
 
 
 class _SysPath:
@@ -157,6 +110,42 @@ def _is_lost_worker(exc: BaseException) -> bool:
     return isinstance(exc, KilledWorker)
 
 
+class _Arrivals:
+    """Each submitted task's outcome -- its BatchResult or the exception that ended it --
+    as soon as dask has it on the client.
+
+    The fetch runs in the client's event loop and awaits dask's own gather with no
+    client-side timeout: a result that takes long to arrive (a large array on a loaded
+    machine) is never abandoned half-way and asked for again, and a result lost with its
+    worker is recomputed by dask before it is handed over. The caller's thread only waits
+    on a queue, so no blocking dask call of it can end in a cancelled coroutine (which
+    ``distributed.utils.sync`` reports as an ``UnboundLocalError``).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.queue: queue.SimpleQueue[tuple[Any, Any, BaseException | None]] = \
+            queue.SimpleQueue()
+
+    def watch(self, fut: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._fetch(fut), self.client.loop.asyncio_loop)
+
+    async def _fetch(self, fut: Any) -> None:
+        try:
+            (value,) = await self.client.gather([fut], asynchronous=True)
+        except (Exception, asyncio.CancelledError) as exc:  # erred, cancelled, lost
+            self.queue.put((fut, None, exc))
+        else:
+            self.queue.put((fut, value, None))
+
+    def next(self, timeout: float) -> tuple[Any, Any, BaseException | None] | None:
+        """The next outcome, or None if none arrives within ``timeout`` seconds."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
 def execute(
     client: Any,
     plan: CallPlan,
@@ -170,6 +159,7 @@ def execute(
     tick: Callable[[], None] | None = None,
     no_worker_timeout: float | None = None,
     share_sys_path: bool = True,
+    settle: bool = False,
 ) -> None:
     """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
 
@@ -178,43 +168,59 @@ def execute(
     ``share_sys_path`` makes the client's import path available on every worker (a
     running client's workers or SLURM jobs may lack the directory of the user's module).
     ``tick`` is called after each batch (manifest flushes, progress). On any exception,
-    including KeyboardInterrupt, every pending task is cancelled before it propagates.
+    including KeyboardInterrupt, every pending task is cancelled before it propagates;
+    with ``settle`` (the cluster outlives the run), also waited for (at most
+    ``acme_xr.cancel-timeout``), so that no task of the run still writes into its
+    directory when the run's files are finished.
 
     Raises
     ------
     ClusterError
-        The cluster had no worker for ``no_worker_timeout`` seconds (all died or were
-        stopped): waiting longer could mean waiting forever.
+        The cluster had no worker, or its scheduler did not answer, for
+        ``no_worker_timeout`` seconds: waiting longer could mean waiting forever.
+    InputTypeError
+        An argument (or the function) can be serialized neither by pickle nor by dask.
     """
-    from distributed import as_completed
     from distributed.diagnostics.plugin import WorkerPlugin
 
+    run_id = uuid.uuid4().hex[:10]
+    runner_blob = ship_runner(plan, runner)
     if share_sys_path:  # workers of a LocalCluster we spawned inherited it already
         plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
         client.register_plugin(plugin, name=_SysPath.name)
 
-    run_id = uuid.uuid4().hex[:10]
     stem = getattr(plan.func, "__name__", "call")
-    runner_future = client.submit(
-        _load_runner, cloudpickle.dumps(runner), pure=False, key=f"acme_xr-runner-{run_id}"
-    )
-    split = plan.split_arguments
+    runner_futures: list[Any] = []
     batcher = Batcher(todo, slots=slots, batch_size=batch_size)
     in_flight = max(2, int(config.get("batch.in-flight-per-worker")) * slots)
     # future -> (calls, times resubmitted, runs alone)
     pending: dict[Any, tuple[list[int], int, bool]] = {}
-    ac = as_completed()
+    arrivals = _Arrivals(client)
+
+    def runner_future() -> Any:
+        # submitted again if it went with the scheduler's state (a reconnected client)
+        if not runner_futures or runner_futures[-1].status in ("cancelled", "lost"):
+            runner_futures.append(client.submit(
+                _load_runner, runner_blob, pure=False,
+                key=f"acme_xr-runner-{run_id}-{len(runner_futures)}"))
+        return runner_futures[-1]
 
     def submit(indices: list[int], tries: int = 0, alone: bool = False) -> None:
-        chunk = Chunk(indices, [tuple(a.at(i) for a in split) for i in indices])
+        try:
+            chunk = Chunk(indices, ship_values(plan, indices))
+        except InputTypeError as exc:  # these calls cannot run; the others can
+            on_batch_error(indices, exc)
+            return
         fut = client.submit(
-            _run_chunk, runner_future, chunk, pure=False,
+            _run_chunk, runner_future(), chunk, pure=False,
             key=f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}",
         )
         pending[fut] = (indices, tries, alone)
-        ac.add(fut)
+        arrivals.watch(fut)
 
     def fill() -> None:
+        if client.status != "running":  # the scheduler is gone (for now): nothing to submit to
+            return
         if any(alone for _, _, alone in pending.values()):
             return
         if batcher.has_suspects:
@@ -231,33 +237,24 @@ def execute(
     watch = _WorkerWatch(client, no_worker_timeout)
     try:
         fill()
-        for fut in _completed(ac, watch.check):
+        while pending or len(batcher):
+            arrived = arrivals.next(timeout=1.0)
+            if arrived is None:
+                watch.check()
+                fill()
+                continue
+            fut, result, exc = arrived
+            if fut not in pending:
+                continue
             current[:] = [fut]
             indices, tries, alone = pending.pop(fut)
-            result, exc = _fetch(fut, watch)
-            if result is not None:
+            if exc is None:
                 ran = sum(1 for a in result.attempts if a > 0)
                 if ran:
                     batcher.observe(ran, result.elapsed)
                 on_result(result)
             else:
-                assert exc is not None
-                killed = _is_lost_worker(exc)
-                if killed and alone:
-                    on_batch_error(indices, exc)  # nothing else ran: this call kills workers
-                elif killed:
-                    # dask already re-ran it on fresh workers: the culprit is one of these
-                    # calls, or another one on the same worker
-                    log.warning("workers died while calls %s%s were assigned to them; running "
-                                "each of them alone", indices[:5], "..." if len(indices) > 5
-                                else "")
-                    batcher.suspect(indices)
-                elif not killed and tries < _MAX_RESUBMITS and fut.status != "error":
-                    log.warning("batch of calls %s... was %s; running it again",
-                                indices[:5], fut.status)
-                    batcher.put_back(indices, tries + 1)
-                else:
-                    on_batch_error(indices, exc)
+                _without_result(batcher, indices, tries, alone, fut, exc, client, on_batch_error)
             fut.release()
             current.clear()
             fill()
@@ -267,80 +264,139 @@ def execute(
         # the traceback keeps these futures alive: cancel them, or a user's own cluster
         # would keep running (and holding the results of) this run's tasks
         futures = list(pending) + current
-        ac.clear()
-        if futures:
-            client.cancel(futures, force=True)
+        if futures and client.status == "running":
+            try:
+                client.cancel(futures, force=True)
+            except Exception as exc:  # a failing cluster must not hide the run's outcome
+                log.warning("could not cancel the run's pending tasks: %s", exc)
+        if settle:
+            _release(runner_futures)
+            if runner.call_timeout is not None:  # a call stuck in a child ends now
+                _close_call_hosts(client, runner.token)
+            _wait_until_gone(client, run_id, config.get_seconds("cancel-timeout"))
         raise
     finally:
-        runner_future.release()
-        if runner.call_timeout is not None:
+        _release(runner_futures)
+        if runner.call_timeout is not None and client.status == "running":
             _close_call_hosts(client, runner.token)
 
 
-def _fetch(fut: Any, watch: _WorkerWatch) -> tuple[BatchResult | None, BaseException | None]:
-    """The BatchResult of a completed future, or the exception that ended it.
+def _release(futures: list[Any]) -> None:
+    while futures:
+        futures.pop().release()
 
-    A result can be lost with its worker after the future completed: dask then computes
-    it again, and the wait goes on only while the cluster has workers.
+
+def _without_result(batcher: Batcher, indices: list[int], tries: int, alone: bool, fut: Any,
+                  exc: BaseException, client: Any,
+                  on_batch_error: Callable[[list[int], BaseException], None]) -> None:
+    """Decide what becomes of the calls of a task that ended without a result."""
+    killed = _is_lost_worker(exc)
+    if client.status != "running":
+        # the connection to the scheduler was lost, and every future with it: not the
+        # batch's fault. The watch ends the run unless the scheduler comes back.
+        batcher.put_back(indices, tries)
+    elif killed and alone:
+        on_batch_error(indices, exc)  # nothing else ran: this call kills workers
+    elif killed:
+        # dask already re-ran it on fresh workers: the culprit is one of these calls, or
+        # another one on the same worker
+        log.warning("workers died while calls %s%s were assigned to them; running each of "
+                    "them alone", indices[:5], "..." if len(indices) > 5 else "")
+        batcher.suspect(indices)
+    elif tries < _MAX_RESUBMITS and fut.status != "error":
+        log.warning("batch of calls %s... was %s (%s); running it again", indices[:5],
+                    fut.status, type(exc).__name__)
+        batcher.put_back(indices, tries + 1)
+    else:
+        on_batch_error(indices, exc)
+
+
+def _run_tasks(run_id: str, dask_worker: Any = None) -> list[str]:
+    """The tasks of run ``run_id`` this worker still knows (runs on a worker)."""
+    return [str(k) for k in dask_worker.state.tasks if run_id in str(k)]
+
+
+def _wait_until_gone(client: Any, run_id: str, timeout: float) -> None:
+    """Wait until no worker has a task of run ``run_id`` any more, at most ``timeout`` s.
+
+    A cancelled task that is running goes on until its current call ends (dask cannot
+    stop a thread; the batch skips its other calls): until then it may write a payload.
     """
+    if client.status != "running":
+        return
+    t0 = time.monotonic()
+    told = False
     while True:
         try:
-            return fut.result(timeout=2), None
-        except TimeoutError:
-            if fut.status == "error":  # the task itself raised a TimeoutError
-                return None, fut.exception()
-            watch.check()
-        except (Exception, asyncio.CancelledError) as exc:  # erred or cancelled
-            return None, exc
-
-
-def _completed(ac: Any, idle: Callable[[], None]) -> Iterator[Any]:
-    """Iterate over ``ac`` (``distributed.as_completed``) as a for loop would, calling
-    ``idle`` about once a second while no future completes."""
-    last = time.monotonic()
-    while True:
-        batch = ac.next_batch(block=False)
-        if batch:
-            yield from batch
-            last = time.monotonic()
-            continue
-        if ac.is_empty():
+            left = client.run(_run_tasks, run_id, on_error="return",
+                              callback_timeout=max(1.0, timeout))
+        except Exception as exc:  # noqa: BLE001 - the cluster does not answer: no wait
+            log.debug("cannot ask the workers about run %s: %s", run_id, exc)
             return
-        with ac.thread_condition:
-            ac.thread_condition.wait(timeout=0.1)
-        if time.monotonic() - last >= 1.0:
-            idle()
-            last = time.monotonic()
+        busy = sorted({k for keys in left.values() if isinstance(keys, list) for k in keys})
+        waited = time.monotonic() - t0
+        if not busy:
+            return
+        if waited >= timeout:
+            log.warning("%d task(s) of this run still run on the cluster after %.0f s "
+                        "(acme_xr.cancel-timeout): their calls may still write payloads, "
+                        "which a resume adopts", len(busy), waited)
+            return
+        if not told and waited > 1.0:
+            log.warning("waiting up to %.0f s for the calls still running on the cluster "
+                        "to end", timeout)
+            told = True
+        time.sleep(0.05)
 
 
 class _WorkerWatch:
-    """Notices a cluster whose workers are all gone and do not come back."""
+    """Notices a cluster whose workers, or whose scheduler, are gone and do not come back."""
 
     def __init__(self, client: Any, timeout: float | None) -> None:
         self.client = client
         self.timeout = timeout
         self.since: float | None = None
+        self.unreachable: float | None = None
 
     def check(self) -> None:
+        from .errors import ClusterError
+
         if self.timeout is None:
             return
+        now = time.monotonic()
+        status = self.client.status
+        if status == "running":
+            self.unreachable = None
+        else:
+            self.unreachable = self.unreachable or now
+            if status in ("closing", "closed") or now - self.unreachable >= self.timeout:
+                raise ClusterError(
+                    f"lost the connection to the dask scheduler {self._address()} (client "
+                    f"{status}) for {now - self.unreachable:.0f} s: the scheduler died or "
+                    "cannot be reached. The calls that finished are kept; start the cluster "
+                    "again and finish the run with resume=True"
+                )
+            return
         try:
-            n = len(self.client.nthreads())
+            n = len(self.client.nthreads(callback_timeout=self.timeout))
         except Exception:  # noqa: BLE001 - the scheduler did not answer: no news
             return
         if n:
             self.since = None
             return
-        now = time.monotonic()
         self.since = self.since or now
         if now - self.since >= self.timeout:
-            from .errors import ClusterError
-
             raise ClusterError(
                 f"the dask cluster has had no worker for {now - self.since:.0f} s: all of "
                 "them died or were stopped. The calls that finished are kept; start workers "
                 "(or let acme_xr start a cluster) and finish the run with resume=True"
             )
+
+    def _address(self) -> str:
+        try:
+            return str(self.client.scheduler.address)
+        except Exception:  # noqa: BLE001 - only for the message
+            return "?"
 
 
 def _close_call_hosts(client: Any, token: str) -> None:

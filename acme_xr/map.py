@@ -512,6 +512,8 @@ class ParallelMap(AcmeAttributes):
                 no_worker_timeout=max(float(self.options.setup_timeout), 1.0),
                 # spawned local workers start with this process's sys.path
                 share_sys_path=not (lease.started and self.options.partition == "auto"),
+                # a cluster that outlives the run: its cancelled tasks end before _finish
+                settle=not lease.will_stop,
             )
         finally:
             sink.close()

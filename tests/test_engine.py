@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dask
 
-from acme_xr.engine import Batcher
+from acme_xr.batching import Batcher
 
 
 def drain(b: Batcher) -> list[list[int]]:
