@@ -68,22 +68,22 @@ def test_the_manifest_records_each_payloads_size_and_checksums(client: Any, tmp_
     m = manifest(out)
     assert m["format_version"] == 2
     assert m["payload_format"] == 2 and m["checksum"] == "crc32c"
+    run = Manifest.read(out)
     ext = "pickle" if mode else "h5"
     for i in range(N):
         path = os.path.join(out, f"wave_{i}.{ext}")
-        assert [m["calls"]["size"][i], m["calls"]["checksum"][i]] == list(file_sums(path))
+        assert run.sums(i) == file_sums(path)
     if mode:
         return
     for name in ("result_0", "result_1"):
-        data = m["variables"][name]["data"]
         for i in range(N):
-            offset, length = data["offset"][i], data["length"][i]
+            offset, length, crc = run.variables[name].span(i)  # type: ignore[misc]
             with h5py.File(os.path.join(out, f"wave_{i}.h5")) as fh:
                 assert fh[name].id.get_offset() == offset
                 assert length == fh[name].nbytes
             with open(os.path.join(out, f"wave_{i}.h5"), "rb") as fh:
                 raw = fh.read()
-            assert checksum(raw[offset:offset + length]) == data["checksum"][i]
+            assert checksum(raw[offset:offset + length]) == crc
             assert raw[offset:offset + length] == np.asarray(wave(i)[int(name[-1])]).tobytes()
 
 
@@ -190,10 +190,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield out
 
 
-def _regions(path: str, m: dict[str, Any]) -> dict[str, list[int]]:
+def _regions(path: str, run: Manifest) -> dict[str, list[int]]:
     """Byte offsets in each region of payload 1, found from the file itself."""
-    data = m["variables"]["result_0"]["data"]
-    start, length = data["offset"][1], data["length"][1]
+    start, length, _crc = run.variables["result_0"].span(1)  # type: ignore[misc]
     with h5py.File(path, "r") as fh:
         header = h5py.h5o.get_info(fh["result_0"].id).addr  # the dataset's object header
         root = h5py.h5o.get_info(fh.id).addr
@@ -212,7 +211,7 @@ def test_one_flipped_byte_in_any_region_is_caught(pristine: str, tmp_path: Any, 
     out = str(tmp_path / "run")
     shutil.copytree(pristine, out)
     path = os.path.join(out, "wave_1.h5")
-    offset = _regions(path, manifest(out))[region][k]
+    offset = _regions(path, Manifest.read(out))[region][k]
     flip(path, offset)
     with pytest.raises(PayloadCorruptError, match=r"call 1: \S*wave_1\.h5") as err:
         open_results(out, verify=True)
@@ -305,3 +304,21 @@ def test_verify_checks_a_single_file_container_as_a_whole(client: Any, tmp_path:
     with pytest.raises(PayloadCorruptError, match=r"wave\.h5: checksum") as err:
         open_results(out, verify=True)
     assert sorted(err.value.bad) == list(range(N))
+
+
+def test_the_manifest_keeps_sums_compactly_and_reads_them_back() -> None:
+    from acme_xr.storage.checksums import Sums
+
+    n = 2000
+    m = Manifest.new(n, {"func": {"name": "f"}})
+    meta = (("result_0", (), "<i8", (), None, None),)
+    for i in range(n):
+        if i % 7:  # every 7th call without a payload of its own
+            m.record_done(i, "h5", meta, None, Sums(2056, 2**32 - 1 - i, ((2048, 8, i),)))
+    d = m.to_dict()
+    assert d["calls"]["size"] == {"all": 2056} or len(json.dumps(d["calls"]["size"])) < 6 * n
+    assert len(json.dumps(d["calls"]["checksum"])) < 6 * n  # ~5.3 characters a call
+    back = Manifest.from_dict(json.loads(json.dumps(d)))
+    for i in (0, 1, 6, 7, n - 1):
+        assert back.sums(i) == (None if i % 7 == 0 else (2056, 2**32 - 1 - i))
+        assert back.variables["result_0"].span(i) == (None if i % 7 == 0 else (2048, 8, i))

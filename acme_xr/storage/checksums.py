@@ -61,10 +61,11 @@ class Sums:
                  offsets: tuple[tuple[int, int] | None, ...] = ()) -> Sums:
         """The sums of a file whose bytes are ``image``; ``offsets``: (offset, length) of
         each variable's data, or None."""
-        view = memoryview(image)
-        per_var = tuple(None if o is None else (o[0], o[1], checksum(view[o[0]:o[0] + o[1]]))
+        data = image if isinstance(image, bytes) else bytes(image)
+        crc = google_crc32c.value  # the C function: ~0.3 us for 2 KB
+        per_var = tuple(None if o is None else (o[0], o[1], int(crc(data[o[0]:o[0] + o[1]])))
                         for o in offsets)
-        return cls(len(image), checksum(image), per_var)
+        return cls(len(data), int(crc(data)), per_var)
 
 
 def file_sums(path: str) -> tuple[int, int]:
