@@ -47,7 +47,7 @@ from typing import Any
 
 from . import config
 from .errors import CallCrashedError, CallTimeoutError, InputTypeError
-from .shipping import dumps
+from .shipping import dumps, ships
 
 __all__ = ["CallHost", "HostPool", "close_pools", "close_pools_soon", "main"]
 
@@ -105,14 +105,6 @@ def _unshippable(what: str, exc: BaseException) -> InputTypeError:
 
 def _whole_culprit(runner: Any) -> str:
     """Name the first of the runner's values that cannot be sent to a child."""
-
-    def ships(value: Any) -> bool:
-        try:
-            dumps(value)
-        except Exception:  # noqa: BLE001 - any failure means: this one cannot go
-            return False
-        return True
-
     try:
         names = list(inspect.signature(runner.func).parameters)
     except (TypeError, ValueError):  # a builtin without a signature

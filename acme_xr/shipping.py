@@ -184,7 +184,7 @@ def ship_runner(plan: CallPlan, runner: Runner) -> bytes:
         return dumps(runner)
     except Exception as exc:
         for a in (*plan.args, *plan.kwargs.values()):
-            if not a.split and not _ships(a.value):
+            if not a.split and not ships(a.value):
                 raise _unshippable(f"argument {a.name!r} ({type(a.value).__name__})",
                                    exc) from exc
         raise _unshippable(f"the function {getattr(plan.func, '__qualname__', plan.func)!r} "
@@ -200,13 +200,14 @@ def ship_values(plan: CallPlan, indices: list[int]) -> Shipped:
     except Exception as exc:
         for i in indices:
             for a in split:
-                if not _ships(a.at(i)):
+                if not ships(a.at(i)):
                     raise _unshippable(f"element {i} of argument {a.name!r} "
                                        f"({type(a.at(i)).__name__})", exc) from exc
         raise _unshippable(f"the values of calls {indices[:5]}", exc) from exc
 
 
-def _ships(value: Any) -> bool:
+def ships(value: Any) -> bool:
+    """Whether ``value`` can travel to another process (see :func:`dumps`)."""
     try:
         dumps(value)
     except Exception:  # noqa: BLE001 - any failure means: this one cannot travel

@@ -270,9 +270,20 @@ def _cluster_classes() -> tuple[type, type]:
             finally:
                 _wait_until_gone(jobs)
                 if self.acme_remove_logs and self.acme_log_directory:
-                    shutil.rmtree(self.acme_log_directory, ignore_errors=True)
+                    _remove_log_directory(self.acme_log_directory)
 
     return _AcmeSLURMCluster, _AcmeSLURMJob
+
+
+def _remove_log_directory(path: str, patience: float = 5.0) -> None:
+    """Remove a job log directory, also when slurmd still writes a job's last output into
+    it after the job left ``squeue`` (one ``rmtree`` then leaves the directory behind)."""
+    deadline = time.monotonic() + patience
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _queued(job_ids: list[str]) -> dict[str, str]:
