@@ -27,21 +27,18 @@ Examples
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
 from .storage.atomic import write_json
+from .storage.checksums import Sums, pack_crcs, pack_ints, unpack_file_sums, unpack_spans
 from .storage.values import Coord, token
-
-if TYPE_CHECKING:
-    from .storage.checksums import Sums
 
 __all__ = [
     "MANIFEST_NAME", "PENDING", "DONE", "FAILED", "VarRecord", "Manifest", "jsonable", "var_meta",
@@ -187,38 +184,8 @@ class VarRecord:
             labelled=d.get("labelled", False),
             coords=d.get("coords", {}),
             dims_conflicts={int(k): tuple(v) for k, v in d.get("dims_conflicts", {}).items()},
-            spans=_spans(d.get("data"), n),
+            spans=unpack_spans(d.get("data"), n),
         )
-
-
-def pack_ints(col: np.ndarray) -> Any:
-    """A column of ints for JSON: ``{"all": v}`` when every entry is ``v``, else a list."""
-    if len(col) and (col == col[0]).all():
-        return {"all": int(col[0])}
-    return col.tolist()
-
-
-def pack_crcs(col: np.ndarray) -> dict[str, str]:
-    """A column of CRC-32Cs (-1: none) as base64 of little-endian uint32 (5.3 characters a
-    call, against ~11 as JSON numbers: the manifest is rewritten at every flush)."""
-    return {"u4_base64": base64.b64encode(
-        np.where(col < 0, 0, col).astype("<u4").tobytes()).decode("ascii")}
-
-
-def unpack_ints(value: Any, n: int) -> np.ndarray:
-    if isinstance(value, dict):
-        if "all" in value:
-            return np.full(n, value["all"], np.int64)
-        return np.frombuffer(base64.b64decode(value["u4_base64"]), "<u4").astype(np.int64)
-    return np.asarray(value, np.int64)
-
-
-def _spans(data: dict[str, Any] | None, n: int) -> np.ndarray | None:
-    if data is None:
-        return None
-    spans = np.stack([unpack_ints(data[k], n) for k in ("offset", "length", "checksum")], 1)
-    spans[spans[:, 1] < 0, 2] = -1  # no data recorded: no checksum either
-    return spans
 
 
 def _runs(mask: list[bool]) -> list[list[int]]:
@@ -410,7 +377,7 @@ class Manifest:
             coord_templates=d.get("coord_templates", {}),
             state=d.get("state", "unknown"),
             created=d.get("created", ""),
-            **_file_sums(calls, n),
+            **unpack_file_sums(calls, n),
         )
 
     def write(self, directory: str) -> str:
@@ -464,15 +431,6 @@ class Manifest:
             raise ManifestCorruptError(
                 f"the run manifest {path} is incomplete or damaged ({type(exc).__name__}: "
                 f"{exc})") from exc
-
-
-def _file_sums(calls: dict[str, Any], n: int) -> dict[str, np.ndarray]:
-    if "size" not in calls:
-        return {}
-    size = unpack_ints(calls["size"], n)
-    checksum = unpack_ints(calls["checksum"], n)
-    checksum[size < 0] = -1
-    return {"size": size, "checksum": checksum}
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

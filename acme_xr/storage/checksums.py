@@ -25,12 +25,15 @@ True
 
 from __future__ import annotations
 
+import base64
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import google_crc32c
+import numpy as np
 
-__all__ = ["ALGORITHM", "Sums", "checksum", "file_sums", "enabled"]
+__all__ = ["ALGORITHM", "Sums", "checksum", "file_sums", "enabled", "pack_ints", "pack_crcs",
+           "unpack_ints", "unpack_spans", "unpack_file_sums"]
 
 ALGORITHM = "crc32c"
 _READ_BLOCK = 8 * 2**20
@@ -106,3 +109,44 @@ def pread_exact(fd: int, offset: int, length: int) -> bytes:
         offset += len(block)
         length -= len(block)
     return b"".join(parts)
+
+
+# -- how the manifest keeps them (column-wise, see acme_xr.manifest) ----------------------
+
+def pack_ints(col: np.ndarray) -> Any:
+    """A column of ints for JSON: ``{"all": v}`` when every entry is ``v``, else a list."""
+    if len(col) and (col == col[0]).all():
+        return {"all": int(col[0])}
+    return col.tolist()
+
+
+def pack_crcs(col: np.ndarray) -> dict[str, str]:
+    """A column of CRC-32Cs (-1: none) as base64 of little-endian uint32 (5.3 characters a
+    call, against ~11 as JSON numbers: the manifest is rewritten at every flush)."""
+    return {"u4_base64": base64.b64encode(
+        np.where(col < 0, 0, col).astype("<u4").tobytes()).decode("ascii")}
+
+
+def unpack_ints(value: Any, n: int) -> np.ndarray:
+    if isinstance(value, dict):
+        if "all" in value:
+            return np.full(n, value["all"], np.int64)
+        return np.frombuffer(base64.b64decode(value["u4_base64"]), "<u4").astype(np.int64)
+    return np.asarray(value, np.int64)
+
+
+def unpack_spans(data: dict[str, Any] | None, n: int) -> np.ndarray | None:
+    if data is None:
+        return None
+    spans = np.stack([unpack_ints(data[k], n) for k in ("offset", "length", "checksum")], 1)
+    spans[spans[:, 1] < 0, 2] = -1  # no data recorded: no checksum either
+    return spans
+
+
+def unpack_file_sums(calls: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    if "size" not in calls:
+        return {}
+    size = unpack_ints(calls["size"], n)
+    checksum = unpack_ints(calls["checksum"], n)
+    checksum[size < 0] = -1
+    return {"size": size, "checksum": checksum}
