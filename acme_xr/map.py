@@ -40,6 +40,7 @@ from .options import validate_options
 from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
+from .shipping import ship_runner
 from .storage.atomic import remove_stale_temporaries
 from .worker import Runner, WriteSpec, split_values_for
 
@@ -305,8 +306,12 @@ class ParallelMap(AcmeAttributes):
         previous = (self._previous_run(layout, warn=False) if layout is not None and resuming
                     else None)
         logfile = self._logfile(layout)
+        self._shipped: tuple[Runner, bytes] | None = None
         if not debug:
             self._cluster_lease().check()  # e.g. a bad partition: fail before any I/O
+            # a function or argument no worker can receive: refused before any I/O too
+            runner = self._runner(layout)
+            self._shipped = (runner, ship_runner(self.plan, runner))
 
         if o.dryrun:
             report = dry_run(self.plan)
@@ -482,7 +487,9 @@ class ParallelMap(AcmeAttributes):
         if not todo:
             log.info("nothing to run: all %d calls are done", self.n_inputs)
             return
-        runner = self._runner(layout)
+        runner, blob = self._shipped if self._shipped is not None else (
+            self._runner(layout), None)
+        self._shipped = None  # the blob may hold big arguments: only execute() keeps it
         sink = Collector(manifest, values, writer, len(todo), self.options.verbose,
                          store=runner.spec.store)
         log.info("running %d calls of %s%s", len(todo), self.stem,
@@ -509,6 +516,7 @@ class ParallelMap(AcmeAttributes):
                 share_sys_path=not (lease.started and self.options.partition == "auto"),
                 # a cluster that outlives the run: its cancelled tasks end before _finish
                 settle=not lease.will_stop,
+                runner_blob=blob,
             )
         finally:
             sink.close()
