@@ -39,8 +39,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, InputTypeError
-from .inputs import Argument, CallPlan
+from .errors import InputError, InputTypeError, SignatureError
+from .inputs import Argument, CallPlan, _bind
 
 if TYPE_CHECKING:
     from .cluster import ClusterLease
@@ -125,6 +125,17 @@ def _kept(before: Argument | None, entry: Any) -> Argument | None:
     return before if same else None
 
 
+def _check_fits(plan: CallPlan) -> None:
+    """Refuse edited ``argv``/``kwargv`` that the function cannot take: the same check
+    as at construction, on the first call's values (every call has the same form)."""
+    args = [a.at(0) for a in plan.args]
+    kwargs = {k: a.at(0) for k, a in plan.kwargs.items()}
+    try:
+        _bind(plan.func, args, kwargs, plan.seed is not None)
+    except SignatureError as exc:
+        raise SignatureError(f"after editing pmap.argv / pmap.kwargv: {exc}") from exc
+
+
 class AcmeAttributes:
     """Mixin of :class:`~acme_xr.ParallelMap`: ``plan`` kept in step with ACME's
     ``argv``/``kwargv``, plus ``n_calls``, ``daemon`` and ``config``."""
@@ -204,7 +215,9 @@ class AcmeAttributes:
             before = old_kwargv.get(key)
             kwargs[key] = (_kept(before, entry) or _argument(
                 f"pmap.kwargv[{key!r}]", before.name if before else key, entry, n))
-        return dataclasses.replace(old, args=tuple(args), kwargs=kwargs)
+        plan = dataclasses.replace(old, args=tuple(args), kwargs=kwargs)
+        _check_fits(plan)
+        return plan
 
 
 class AcmeDaemon:

@@ -160,8 +160,12 @@ def execute(
     no_worker_timeout: float | None = None,
     share_sys_path: bool = True,
     settle: bool = False,
+    runner_blob: bytes | None = None,
 ) -> None:
     """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
+
+    ``runner_blob`` is ``runner`` as :func:`~acme_xr.shipping.ship_runner` pickled it, when
+    the caller did that already (to refuse what cannot travel before any I/O).
 
     ``on_batch_error`` receives the calls of a batch that failed as a whole (not because
     a call raised: those are in the BatchResult) after every resubmission was used up.
@@ -184,7 +188,8 @@ def execute(
     from distributed.diagnostics.plugin import WorkerPlugin
 
     run_id = uuid.uuid4().hex[:10]
-    runner_blob = ship_runner(plan, runner)
+    if runner_blob is None:
+        runner_blob = ship_runner(plan, runner)
     if share_sys_path:  # workers of a LocalCluster we spawned inherited it already
         plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
         client.register_plugin(plugin, name=_SysPath.name)

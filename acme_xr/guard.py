@@ -136,25 +136,73 @@ def _guarded_ranges(path: str) -> list[tuple[int, int]] | None:
 
 
 def _guarded_lines(source: str | bytes) -> list[tuple[int, int]]:
-    """(first, last) lines of every block that runs only when ``__name__ == "__main__"``."""
+    """(first, last) lines of every block that a worker's import of the script skips.
+
+    A worker imports the script as ``__mp_main__``: a block of an ``if`` whose test is
+    then false (``__name__ == "__main__"``, ``... and more``, ``__name__ in (...)``) is
+    guarded, and so is the ``else`` of a test that is then true. A test whose worth
+    cannot be told from the source alone counts as a guard too: a false alarm would stop
+    a script that works.
+    """
     out = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.If):
-            branch = _main_test(node.test)
-            body = node.body if branch == "==" else node.orelse if branch == "!=" else []
-            if body:
-                out.append((body[0].lineno, body[-1].end_lineno or body[-1].lineno))
+            in_worker = _in_worker(node.test)
+            if not _mentions_name(node.test):
+                continue
+            for body, skipped in ((node.body, in_worker is not True),
+                                  (node.orelse, in_worker is not False)):
+                if body and skipped:
+                    out.append((body[0].lineno, body[-1].end_lineno or body[-1].lineno))
     return out
 
 
-def _main_test(test: ast.expr) -> str | None:
-    """"==" for ``__name__ == "__main__"`` (either order), "!=" for its negation."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1
-            and isinstance(test.ops[0], (ast.Eq, ast.NotEq))):
-        return None
-    sides = [test.left, test.comparators[0]]
-    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
-    mains = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
-    if len(names) != 1 or len(mains) != 1:
-        return None
-    return "==" if isinstance(test.ops[0], ast.Eq) else "!="
+def _mentions_name(test: ast.expr) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "__name__" for n in ast.walk(test))
+
+
+_WORKER_NAME = "__mp_main__"
+
+
+def _in_worker(test: ast.expr) -> bool | None:
+    """The truth of ``test`` in a worker's import of the script (``__name__`` is
+    ``"__mp_main__"``), or None when the source alone does not tell."""
+    if isinstance(test, ast.BoolOp):
+        values = [_in_worker(v) for v in test.values]
+        if isinstance(test.op, ast.And):
+            return False if False in values else (True if all(values) else None)
+        return True if True in values else (False if all(v is False for v in values) else None)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _in_worker(test.operand)
+        return None if inner is None else not inner
+    if isinstance(test, ast.Constant):
+        return bool(test.value)
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        left, right = _operand(test.left), _operand(test.comparators[0])
+        if left is None or right is None:
+            return None
+        op = test.ops[0]
+        try:
+            if isinstance(op, ast.Eq):
+                return bool(left == right)
+            if isinstance(op, ast.NotEq):
+                return bool(left != right)
+            if isinstance(op, ast.In):
+                return left in right  # type: ignore[operator]
+            if isinstance(op, ast.NotIn):
+                return left not in right  # type: ignore[operator]
+        except TypeError:
+            return None
+    return None
+
+
+def _operand(node: ast.expr) -> object | None:
+    """The value of ``__name__`` in a worker, a constant, or a tuple/list/set of them."""
+    if isinstance(node, ast.Name) and node.id == "__name__":
+        return _WORKER_NAME
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [_operand(e) for e in node.elts]
+        return None if any(i is None for i in items) else tuple(items)
+    return None

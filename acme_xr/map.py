@@ -40,6 +40,7 @@ from .options import validate_options
 from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
+from .shipping import ship_runner
 from .storage.atomic import remove_stale_temporaries
 from .storage.checksums import ALGORITHM
 from .storage.checksums import enabled as checksums_enabled
@@ -304,10 +305,16 @@ class ParallelMap(AcmeAttributes):
         layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
         resuming = layout.check(bool(o.resume)) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
-        previous = self._previous_run(layout) if layout is not None and resuming else None
+        # (checked again under the run's lock, which is where resume="force" warns)
+        previous = (self._previous_run(layout, warn=False) if layout is not None and resuming
+                    else None)
         logfile = self._logfile(layout)
+        self._shipped: tuple[Runner, bytes] | None = None
         if not debug:
             self._cluster_lease().check()  # e.g. a bad partition: fail before any I/O
+            # a function or argument no worker can receive: refused before any I/O too
+            runner = self._runner(layout)
+            self._shipped = (runner, ship_runner(self.plan, runner))
 
         if o.dryrun:
             report = dry_run(self.plan)
@@ -426,19 +433,22 @@ class ParallelMap(AcmeAttributes):
                 log.info("this run can be resumed only with resume='force': %s", problem)
         return dict(self._fingerprints)
 
-    def _previous_run(self, layout: RunLayout) -> Manifest:
-        """The manifest of the run to resume, checked against this one."""
+    def _previous_run(self, layout: RunLayout, warn: bool = True) -> Manifest:
+        """The manifest of the run to resume, checked against this one (``warn``: say what
+        ``resume="force"`` overrides)."""
         from .scan import manifest_to_resume  # h5py: a damaged manifest is rebuilt by scanning
 
         header = self._header(layout)
         manifest = manifest_to_resume(layout.output_dir, self.n_inputs, header,
                                       force=self.options.resume == "force")
         forced = _check_resumable(manifest, header, self.n_inputs, layout.output_dir,
-                                  force=self.options.resume == "force")
+                                  force=self.options.resume == "force", warn=warn)
         if forced:  # from now on the run is this one; keep what it was before
             manifest.header.setdefault("forced_resumes", []).append(
-                {"differences": forced, "fingerprint": manifest.header.get("fingerprint")})
+                {"differences": forced, "fingerprint": manifest.header.get("fingerprint"),
+                 "seed": manifest.header.get("seed")})
             manifest.header["fingerprint"] = header["fingerprint"]
+            manifest.header["seed"] = header.get("seed")
         return manifest
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
@@ -487,7 +497,9 @@ class ParallelMap(AcmeAttributes):
         if not todo:
             log.info("nothing to run: all %d calls are done", self.n_inputs)
             return
-        runner = self._runner(layout)
+        runner, blob = self._shipped if self._shipped is not None else (
+            self._runner(layout), None)
+        self._shipped = None  # the blob may hold big arguments: only execute() keeps it
         sink = Collector(manifest, values, writer, len(todo), self.options.verbose,
                          store=runner.spec.store)
         log.info("running %d calls of %s%s", len(todo), self.stem,
@@ -514,6 +526,7 @@ class ParallelMap(AcmeAttributes):
                 share_sys_path=not (lease.started and self.options.partition == "auto"),
                 # a cluster that outlives the run: its cancelled tasks end before _finish
                 settle=not lease.will_stop,
+                runner_blob=blob,
             )
         finally:
             sink.close()
@@ -584,21 +597,24 @@ class ParallelMap(AcmeAttributes):
 
 
 def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
-                     output_dir: str, force: bool = False) -> list[str]:
+                     output_dir: str, force: bool = False, warn: bool = True) -> list[str]:
     """Refuse to resume a run recorded with another function, inputs or layout.
 
-    Two lists say what differs: ``differs`` (the run's identity: function, inputs) may be
+    Two lists say what differs: ``differs`` (the run's identity: function, inputs, seed) may be
     overridden with ``resume="force"``; ``incompatible`` (the number of calls, the storage
     layout) never: the recorded files could not be continued. Returns what ``force``
     overrode (empty when the runs are the same).
     """
     theirs, ours = manifest.header.get("fingerprint"), header["fingerprint"]
     differs = compare_identity(theirs, ours)
+    if manifest.header.get("seed") != header.get("seed"):
+        differs.append(f"the seed differs ({manifest.header.get('seed')!r} recorded, "
+                       f"{header.get('seed')!r} now)")
     incompatible: list[str] = []
     if manifest.n_inputs != n_inputs:
         incompatible.append(
             f"the number of calls differs ({manifest.n_inputs} recorded, {n_inputs} now)")
-    for key in ("seed", "storage", "payload", "result_shape", "result_dtype"):
+    for key in ("storage", "payload", "result_shape", "result_dtype"):
         if manifest.header.get(key) != header.get(key):
             incompatible.append(
                 f"{key} differs ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
@@ -606,20 +622,37 @@ def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
         return []
     name = manifest.header.get("func", {}).get("name")
     if force and not incompatible:
+        if not warn:
+            return differs
         warnings.warn(
             f"resuming {output_dir} (a run of {name!r}) with resume='force' although "
             f"{'; '.join(differs)}: the calls already done keep the recorded run's results",
-            UserWarning, stacklevel=4)
+            UserWarning, stacklevel=_user_stacklevel())
         return differs
     unhashable = isinstance(theirs, dict) and theirs.get("errors") or ours.get("errors")
     error = FingerprintError if unhashable and not incompatible else ResumeMismatchError
-    fix = ("resume='force' cannot override the number of calls or the storage layout: start "
+    fix = ("resume='force' cannot override the number of calls or the storage layout "
+           "(storage, payload, result_shape, result_dtype): start "
            "a new run in another output_dir" if incompatible else
            "Resume with the same function, arguments and options, start a new run in another "
            "output_dir, or pass resume='force' to resume anyway (the calls already done keep "
            "the recorded run's results)")
     raise error(f"cannot resume {output_dir}: {'; '.join(differs + incompatible)} (recorded "
                 f"run of {name!r}). {fix}")
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of a warning that points at the user's code, past acme_xr's
+    frames and the context managers between them."""
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    skip = (here, os.path.dirname(contextlib.__file__) + os.sep + "contextlib.py")
+    frame: Any = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @contextlib.contextmanager

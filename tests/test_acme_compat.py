@@ -18,7 +18,7 @@ import pytest
 
 from acme_xr import ParallelMap
 from acme_xr.cluster import cluster_cleanup
-from acme_xr.errors import InputError
+from acme_xr.errors import InputError, SignatureError
 from tests.conftest import listing
 
 
@@ -284,6 +284,20 @@ def test_an_edit_of_the_wrong_length_is_refused_before_anything_runs(tmp_path: A
     with pytest.raises(InputError, match=r"pmap.argv\[1\] has 2 entries"):
         pmap.compute()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("edit", ["kwargv", "argv"])
+def test_an_edit_the_function_cannot_take_is_refused_before_anything_runs(
+        tmp_path: Any, edit: str) -> None:
+    pmap = ParallelMap(f3, [1, 2, 3], 4, output_dir=str(tmp_path / "r"))
+    if edit == "kwargv":
+        pmap.kwargv["nope"] = [1]
+    else:
+        pmap.argv += [[5], [6]]  # four positional values: f3 takes at most three
+    with pytest.raises(SignatureError, match="pmap.argv / pmap.kwargv"):
+        pmap.compute()
+    assert os.listdir(tmp_path) == []
+    assert pmap._lease is None  # no cluster was asked for
 
 
 def test_daemon_client_is_none_until_compute_adopts_one(client: Any, tmp_path: Any) -> None:

@@ -91,6 +91,18 @@ def test_an_argument_nothing_can_ship_is_named(client: Any, tmp_path: Any) -> No
                         verbose=False).compute()
 
 
+def test_an_argument_nothing_can_ship_is_refused_before_anything_exists(tmp_path: Any) -> None:
+    """No cluster is started and no run directory written for a run no worker can receive
+    (a reviewer's run left a directory that then refused both a new run and its resume)."""
+    run = tmp_path / "run"
+    pmap = ParallelMap(get_with_lock, [1, 2], threading.Lock(), output_dir=str(run),
+                       verbose=False)
+    with pytest.raises(InputTypeError, match=r"argument 'lock'"):
+        pmap.compute()
+    assert not run.exists()
+    assert pmap.daemon.client is None and (pmap._lease is None or pmap._lease.client is None)
+
+
 def test_a_split_element_nothing_can_ship_fails_only_its_calls(client: Any) -> None:
     with pytest.raises(ComputeError) as info:
         ParallelMap(get_with_lock, [1, 2, 3], [1, threading.Lock(), 3], batch_size=1,

@@ -156,8 +156,20 @@ def test_local_cluster_setup_in_an_unguarded_script_stops_with_the_same_error(
     ("if '__main__' == __name__:\n    a()\n    b()\n", [(2, 3)]),
     ("if __name__ != '__main__':\n    pass\nelse:\n    run()\n", [(4, 4)]),
     ("try:\n    if __name__ == '__main__':\n        run()\nexcept E:\n    pass\n", [(3, 3)]),
-    ("if __name__ == 'other':\n    run()\n", []),
+    # a block a worker skips: never runs there (nor, here, in the user's process)
+    ("if __name__ == 'other':\n    run()\nelse:\n    run()\n", [(2, 2)]),
     ("if name == '__main__':\n    run()\n", []),
+    # other spellings of the guard (a reviewer's script was refused with these)
+    ("if __name__ == '__main__' and ok:\n    run()\n", [(2, 2)]),
+    ("if __name__ in ('__main__',):\n    run()\n", [(2, 2)]),
+    ("if not __name__ != '__main__':\n    run()\n", [(2, 2)]),
+    ("if __name__ == '__main__' and True:\n    run()\n", [(2, 2)]),
+    ("if __name__ not in {'__main__'}:\n    pass\nelse:\n    run()\n", [(4, 4)]),
+    # not a guard: a worker's import runs these blocks too
+    ("if __name__ == '__main__' or True:\n    run()\n", []),
+    ("if __name__ != '__main__':\n    run()\n", []),
+    # undecidable from the source: no false alarm
+    ("if __name__ == '__main__' or ok:\n    run()\n", [(2, 2)]),
 ])
 def test_guarded_blocks_are_found_in_the_source(source: str,
                                                 guarded: list[tuple[int, int]]) -> None:

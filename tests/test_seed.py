@@ -151,6 +151,29 @@ def test_resume_with_another_seed_is_refused(client: Any, tmp_path: Any, other: 
     # the same seed resumes
     ParallelMap(draw_or_not, range(3), seed=S, output_dir=run, resume=True,
                 verbose=False).compute()
+    assert "the seed differs" in str(info.value)
+    assert "storage layout" not in str(info.value)  # the fix offered is resume='force'
+
+
+def test_force_resumes_with_another_seed_and_warns_once_at_the_caller(
+        client: Any, tmp_path: Any) -> None:
+    import warnings
+
+    run = str(tmp_path / "run")
+    ParallelMap(draw_or_not, range(3), seed=S, output_dir=run, verbose=False).compute()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ParallelMap(draw_or_not, range(3), seed=S + 1, output_dir=run, resume="force",
+                    verbose=False).compute()
+    forced = [w for w in caught if "resume='force'" in str(w.message)]
+    assert len(forced) == 1, [str(w.message) for w in caught]
+    assert "the seed differs" in str(forced[0].message)
+    assert forced[0].filename == __file__  # points at the resuming code, not at acme_xr
+    header = Manifest.read(run).header
+    assert header["forced_resumes"][0]["seed"]["entropy"] == S
+    # the run is now the forced one: the same seed resumes without force
+    ParallelMap(draw_or_not, range(3), seed=S + 1, output_dir=run, resume=True,
+                verbose=False).compute()
 
 
 def no_rng(x: Any) -> Any:
