@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     from . import errors
     from .cluster import cluster_cleanup, local_cluster_setup
     from .map import ParallelMap
+    from .payload import open_payload
     from .results import open_results
     from .slurm import slurm_cluster_setup
 
 __all__ = [
     "ParallelMap",
     "open_results",
+    "open_payload",
     "local_cluster_setup",
     "slurm_cluster_setup",
     "cluster_cleanup",
@@ -45,6 +47,7 @@ __all__ = [
 _LAZY = {
     "ParallelMap": ".map",
     "open_results": ".results",
+    "open_payload": ".payload",
     "local_cluster_setup": ".cluster",
     "slurm_cluster_setup": ".slurm",
     "cluster_cleanup": ".cluster",

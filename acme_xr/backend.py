@@ -32,7 +32,8 @@ class AcmeXrBackendEntrypoint(BackendEntrypoint):
 
     description = "All results of an acme_xr / ACME ParallelMap run as one Dataset"
     url = "https://github.com/acme-xr/acme_xr"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "dim", "mask_integers")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "dim", "mask_integers",
+                               "verify")
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -40,11 +41,13 @@ class AcmeXrBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: Iterable[str] | None = None,
         dim: str = "call",
-        mask_integers: bool = True,
+        mask_integers: bool = False,
+        verify: bool = False,
     ) -> xr.Dataset:
         from .results import dataset_for
 
-        ds = dataset_for(os.fspath(filename_or_obj), dim=dim, mask_integers=mask_integers)
+        ds = dataset_for(os.fspath(filename_or_obj), dim=dim, mask_integers=mask_integers,
+                         verify=verify)
         if drop_variables:
             ds = ds.drop_vars(list(drop_variables), errors="ignore")
         return ds

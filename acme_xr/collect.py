@@ -146,7 +146,8 @@ class Collector:
         for k, i in enumerate(result.indices):
             status = result.status[k]
             if status == OK:
-                m.record_done(i, result.fmt[k], result.meta[k], result.host)
+                m.record_done(i, result.fmt[k], result.meta[k], result.host,
+                              result.sums[k] if k < len(result.sums) else None)
                 if self.values is not None and result.values is not None:
                     self.values[i] = result.values[k]
                 if i in result.retried:
@@ -217,9 +218,15 @@ class Collector:
     def close(self) -> None:
         self.bar.close()
         if self.pickled:
+            for reason in self.pickled:  # each call and its reason, in the run's log
+                log.warning("pickled instead of stored: %s", reason)
+            # the warning names every such call (up to 20) with its reason
+            shown = "; ".join(self.pickled[:20])
+            more = len(self.pickled) - 20
             warnings.warn(
-                f"{len(self.pickled)} call(s) returned values HDF5 cannot hold and were pickled "
-                f"instead (<func>_<i>.pickle); first: {self.pickled[0]}",
+                f"{len(self.pickled)} call(s) returned values HDF5 cannot hold exactly and were "
+                f"pickled instead (<func>_<i>.pickle): {shown}"
+                + (f"; and {more} more (listed in the run's log)" if more > 0 else ""),
                 UserWarning,
                 stacklevel=5,
             )
@@ -241,7 +248,7 @@ def adopt_payloads(manifest: Manifest, spec: WriteSpec) -> int:
             continue
         found = existing_payload(spec, i, manifest.coord_templates)
         if found is not None:
-            manifest.record_done(i, found[0], found[1], None)
+            manifest.record_done(i, found[0], found[1], None, found[2])
             adopted += 1
     return adopted
 

@@ -30,6 +30,7 @@ __all__ = [
     "ComputeError",
     "CallTimeoutError",
     "CallCrashedError",
+    "PayloadCorruptError",
     "MissingPayloadError",
     "ResultsLayoutError",
     "ManifestCorruptError",
@@ -173,8 +174,56 @@ class CallCrashedError(AcmeXrError, RuntimeError):
     """
 
 
-class MissingPayloadError(AcmeXrError, FileNotFoundError):
-    """A payload file the manifest lists as written is gone."""
+class PayloadCorruptError(AcmeXrError, OSError):
+    """A payload file is not the one its call wrote: missing, emptied, truncated or changed.
+
+    Raised when a read finds a payload whose size or checksum differs from what the run's
+    manifest recorded, or that HDF5 cannot open or read. The message names each bad file
+    with its call and what is wrong; ``bad`` maps call index -> (path, reason).
+    ``ParallelMap(..., resume=True)`` runs such calls again;
+    ``open_results(..., verify=True)`` lists every bad payload of a run up front.
+
+    Examples
+    --------
+    >>> err = PayloadCorruptError.for_calls({3: ("/run/f_3.h5", "0 bytes, 2072 recorded")})
+    >>> err.bad[3][0], isinstance(err, OSError)
+    ('/run/f_3.h5', True)
+    """
+
+    def __init__(self, message: str, *, bad: dict[int, tuple[str, str]] | None = None,
+                 filename: str | None = None) -> None:
+        super().__init__(message)
+        self.bad = dict(bad or {})
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), str(self), self.bad, self.filename))
+
+    @classmethod
+    def for_calls(cls, bad: dict[int, tuple[str, str]]) -> PayloadCorruptError:
+        """The error listing every bad payload: ``{call: (path, what is wrong)}``."""
+        listing = "; ".join(f"call {i}: {path}: {why}" for i, (path, why) in
+                            sorted(bad.items())[:50])
+        more = f"; and {len(bad) - 50} more" if len(bad) > 50 else ""
+        paths = {path for path, _ in bad.values()}
+        return cls(
+            f"{len(bad)} payload(s) are not what their call wrote ({listing}{more}). Re-run "
+            "these calls with ParallelMap(..., output_dir=<this run>, resume=True), or "
+            "restore the files from a copy",
+            bad=bad, filename=paths.pop() if len(paths) == 1 else None,
+        )
+
+
+def _rebuild_error(cls: type[PayloadCorruptError], message: str,
+                   bad: dict[int, tuple[str, str]], filename: str | None) -> PayloadCorruptError:
+    return cls(message, bad=bad, filename=filename)
+
+
+class MissingPayloadError(PayloadCorruptError, FileNotFoundError):
+    """A payload file the manifest lists as written is gone (a :class:`PayloadCorruptError`)."""
 
 
 class ResultsLayoutError(AcmeXrError, ValueError):

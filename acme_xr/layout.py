@@ -114,7 +114,11 @@ class RunLayout:
         return os.path.join(self.output_dir, f"{self.stem}{zarr_store.STORE_SUFFIX}")
 
     def zarr_store(self, n_calls: int) -> zarr_store.ZarrStore | None:
-        return None if self.store is None else zarr_store.ZarrStore(self.store, n_calls)
+        from .storage.checksums import enabled
+
+        if self.store is None:
+            return None
+        return zarr_store.ZarrStore(self.store, n_calls, checksums=enabled())
 
     @property
     def manifest(self) -> str:
@@ -212,6 +216,8 @@ class RunLayout:
         if manifest.status[i] != DONE:
             return None
         if self.mode == "single_file":
+            if manifest.fmt[i] == "pickle":
+                return self.kept_pickle(i)
             return self.container
         if manifest.fmt[i] == "zarr":
             return self.store
@@ -266,6 +272,7 @@ class RunLayout:
                   if manifest.fmt[i] == "h5" and os.path.exists(self.payload(int(i)))]
         for i in store.absorb(staged):
             manifest.fmt[i] = "zarr"
+            manifest.forget_sums(i)  # the payload is gone; its chunks carry their own CRCs
         shared: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {}
         for rec in manifest.variables.values():
             for cname, tok in rec.coords.items():
@@ -281,13 +288,21 @@ class RunLayout:
         store.consolidate()
         return self.store
 
+    def kept_pickle(self, i: int) -> str:
+        """Where a single_file run keeps call ``i``'s pickle (a value HDF5 cannot hold)."""
+        return os.path.join(self.output_dir, f"{self.stem}_{i}.pickle")
+
     def _merge_single_file(self, manifest: Manifest, done: list[int]) -> None:
         """Copy every per-call file into ``<func>.h5``, then remove the per-call files.
 
         Calls merged by an earlier (interrupted, then resumed) compute have no per-call
-        file any more: they are copied from the previous ``<func>.h5``.
+        file any more: they are copied from the previous ``<func>.h5``. Pickled calls keep
+        their pickle, moved to ``<output_dir>/<func>_<i>.pickle`` (the manifest says
+        "pickled": removing it would lose the call's only copy).
         """
         import h5py
+
+        from .storage.checksums import file_sums
 
         axis = None if self.result_shape is None else self.result_shape.index(None)
         assert self.container is not None
@@ -302,8 +317,13 @@ class RunLayout:
         for i in manifest.indices(DONE):
             part = self.payload(int(i), "pickle")
             if manifest.fmt[i] == "pickle" and os.path.exists(part):
-                os.replace(part, os.path.join(self.output_dir, os.path.basename(part)))
+                os.replace(part, self.kept_pickle(int(i)))
         shutil.rmtree(self.payload_dir, ignore_errors=True)
+        # the per-call sums described the parts: the container is checked as a whole
+        for i in done:
+            manifest.forget_sums(i)
+        if manifest.header.get("checksum"):
+            manifest.header["container_sums"] = list(file_sums(self.container))
 
     def _merge_into(self, manifest: Manifest, done: list[int], axis: int | None,
                     old: h5py.File | None) -> None:
@@ -325,9 +345,10 @@ class RunLayout:
                                                  dtype=self.result_dtype, fillvalue=fill)
                 for i in done:
                     if not os.path.exists(self.payload(i)) and old is not None:
-                        hdf5.write_variables(dst.create_group(f"comp_{i}"),
-                                             hdf5.read_variables(old[f"comp_{i}"]))
+                        grp = dst.create_group(f"comp_{i}")
+                        hdf5.write_variables(grp, hdf5.read_variables(old[f"comp_{i}"]))
                         if stacked is not None:
+                            _copy_stacked_mask(old[f"comp_{i}"], grp)
                             prev = old["result_0"][(slice(None),) * axis + (i,)]  # type: ignore[operator]
                             where: list[slice | int] = [slice(0, n) for n in prev.shape]
                             where.insert(axis, i)  # type: ignore[arg-type]
@@ -335,13 +356,35 @@ class RunLayout:
                         continue
                     with h5py.File(self.payload(i), "r") as src:
                         variables = hdf5.read_variables(src)
+                    mask = None
                     if stacked is not None:
                         first = next(v for v in variables if v.name == "result_0")
                         sel: list[slice | int] = [slice(0, n) for n in first.data.shape]
                         sel.insert(axis, i)  # type: ignore[arg-type]
                         stacked[tuple(sel)] = first.data
+                        mask = first.mask
                         variables = [v for v in variables if v.name != "result_0"]
-                    hdf5.write_variables(dst.create_group(f"comp_{i}"), variables)
+                    grp = dst.create_group(f"comp_{i}")
+                    hdf5.write_variables(grp, variables)
+                    if mask is not None:
+                        # the stacked dataset holds values only: the mask of a masked
+                        # result_0 stays with its call, where open_results reads it
+                        grp.require_group(hdf5.META_GROUP).create_dataset(
+                            STACKED_MASK, data=mask)
+
+
+STACKED_MASK = "mask_0"
+
+
+def _copy_stacked_mask(src: h5py.Group, dst: h5py.Group) -> None:
+    import h5py
+
+    from .storage import hdf5
+
+    meta = src.get(hdf5.META_GROUP)
+    if isinstance(meta, h5py.Group) and STACKED_MASK in meta:
+        dst.require_group(hdf5.META_GROUP).create_dataset(STACKED_MASK,
+                                                          data=meta[STACKED_MASK][()])
 
 
 def remove_old_runs(directory: str, older_than_days: float) -> list[str]:

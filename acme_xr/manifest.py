@@ -8,6 +8,14 @@ open the run as a labelled dataset without touching any payload file.
 Per-call columns are stored column-wise (one JSON list per field) so that a manifest of
 100,000 calls stays a few MB and parses in a fraction of a second.
 
+Format version 2 adds what lets each payload prove itself: per call the file's ``size`` and
+``checksum`` (of the whole file), and per variable the ``data`` spans: offset, length and
+checksum of the variable's data bytes in each call's file (-1 where not recorded: older
+runs, pickles, calls in a zarr store or a single_file container). A column whose entries
+are all equal is ``{"all": value}``; checksums are ``{"u4_base64": ...}`` (little-endian
+uint32, 0 where not recorded). The header's ``checksum``
+names the algorithm (``"crc32c"``). Version 1 manifests still open (nothing is checked).
+
 Examples
 --------
 >>> m = Manifest.new(n_inputs=2, header={"func": {"name": "f"}})
@@ -29,6 +37,7 @@ import numpy as np
 
 from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
 from .storage.atomic import write_json
+from .storage.checksums import Sums, pack_crcs, pack_ints, unpack_file_sums, unpack_spans
 from .storage.values import Coord, token
 
 __all__ = [
@@ -37,7 +46,9 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "acme_xr-manifest"
-FORMAT_VERSION = 1
+# 2: per-call payload sizes and checksums (calls.size, calls.checksum, variables' data
+# spans; header "checksum" names the algorithm, "payload_format" the payload layout)
+FORMAT_VERSION = 2
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = ("pending", "done", "failed")
@@ -116,6 +127,24 @@ class VarRecord:
     coords: dict[str, str | None] = field(default_factory=dict)
     # calls whose dims differ from ``dims`` (reported when the run is opened)
     dims_conflicts: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # per call: offset, length and checksum of the data bytes in its file (-1: unknown)
+    spans: np.ndarray | None = None
+
+    def set_span(self, i: int, span: tuple[int, int, int] | None) -> None:
+        if span is None:
+            if self.spans is not None:
+                self.spans[i] = -1
+            return
+        if self.spans is None:
+            self.spans = np.full((len(self.shapes), 3), -1, np.int64)
+        self.spans[i] = span
+
+    def span(self, i: int) -> tuple[int, int, int] | None:
+        """(offset, length, checksum) of call ``i``'s data bytes, or None."""
+        if self.spans is None or self.spans[i, 1] < 0:
+            return None
+        offset, length, crc = self.spans[i].tolist()
+        return offset, length, crc
 
     def to_dict(self) -> dict[str, Any]:
         present = [s for s in self.shapes if s is not None]
@@ -133,6 +162,10 @@ class VarRecord:
             out["coords"] = dict(self.coords)
         if self.dims_conflicts:
             out["dims_conflicts"] = {str(k): list(v) for k, v in self.dims_conflicts.items()}
+        if self.spans is not None and (self.spans[:, 1] >= 0).any():
+            out["data"] = {"offset": pack_ints(self.spans[:, 0]),
+                           "length": pack_ints(self.spans[:, 1]),
+                           "checksum": pack_crcs(self.spans[:, 2])}
         return out
 
     @classmethod
@@ -151,6 +184,7 @@ class VarRecord:
             labelled=d.get("labelled", False),
             coords=d.get("coords", {}),
             dims_conflicts={int(k): tuple(v) for k, v in d.get("dims_conflicts", {}).items()},
+            spans=unpack_spans(d.get("data"), n),
         )
 
 
@@ -192,6 +226,15 @@ class Manifest:
     coord_templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     state: str = "running"
     created: str = field(default_factory=now_iso)
+    # per call: size and checksum of its payload file (-1: not recorded)
+    size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    checksum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        if len(self.size) != self.n_inputs:
+            self.size = np.full(self.n_inputs, -1, np.int64)
+        if len(self.checksum) != self.n_inputs:
+            self.checksum = np.full(self.n_inputs, -1, np.int64)
 
     @classmethod
     def new(cls, n_inputs: int, header: dict[str, Any]) -> Manifest:
@@ -207,14 +250,19 @@ class Manifest:
         )
 
     # -- updates -------------------------------------------------------------------------
-    def record_done(self, i: int, fmt: str | None, meta: Any, host: str | None) -> None:
+    def record_done(self, i: int, fmt: str | None, meta: Any, host: str | None,
+                    sums: Sums | None = None) -> None:
         """Record call ``i`` as done; ``meta`` is a sequence of per-variable descriptions
-        ``(name, shape, dtype, dims, attrs, coord_tokens)`` (see :mod:`acme_xr.worker`)."""
+        ``(name, shape, dtype, dims, attrs, coord_tokens)`` (see :mod:`acme_xr.worker`),
+        ``sums`` the size and checksums of its payload file (None: not recorded)."""
         self.status[i] = DONE
         self.fmt[i] = fmt
         self.host[i] = host
         self.errors.pop(i, None)
-        for name, shape, dtype, dims, attrs, coords in meta or ():
+        self.size[i] = -1 if sums is None else sums.size
+        self.checksum[i] = -1 if sums is None else sums.file
+        spans = sums.variables if sums is not None else ()
+        for k, (name, shape, dtype, dims, attrs, coords) in enumerate(meta or ()):
             rec = self.variables.get(name)
             if rec is None:
                 rec = VarRecord(dtype=dtype, dims=tuple(dims), shapes=[None] * self.n_inputs,
@@ -226,6 +274,7 @@ class Manifest:
             if tuple(dims) != rec.dims:
                 rec.dims_conflicts[i] = tuple(dims)
             rec.shapes[i] = tuple(shape)
+            rec.set_span(i, spans[k] if k < len(spans) else None)
             for cname, tok in (coords or {}).items():
                 if rec.coords.get(cname, tok) != tok:
                     rec.coords[cname] = None
@@ -235,14 +284,29 @@ class Manifest:
         self.status[i] = FAILED
         self.fmt[i] = None
         self.host[i] = host
+        self.forget_sums(i)
         self.errors[i] = dict(error)
 
     def forget(self, i: int) -> None:
         """Mark call ``i`` pending again (its payload is gone or invalid)."""
         self.status[i] = PENDING
         self.fmt[i] = None
+        self.forget_sums(i)
         for rec in self.variables.values():
             rec.shapes[i] = None
+
+    def forget_sums(self, i: int) -> None:
+        """Drop what was recorded of call ``i``'s payload file (it was moved or merged)."""
+        self.size[i] = -1
+        self.checksum[i] = -1
+        for rec in self.variables.values():
+            rec.set_span(i, None)
+
+    def sums(self, i: int) -> tuple[int, int] | None:
+        """(size, checksum) recorded for call ``i``'s payload file, or None."""
+        if self.size[i] < 0:
+            return None
+        return int(self.size[i]), int(self.checksum[i])
 
     # -- views ---------------------------------------------------------------------------
     def indices(self, status: int) -> np.ndarray:
@@ -276,14 +340,25 @@ class Manifest:
                 "format": self.fmt,
                 "hosts": hosts,
                 "host": [None if h is None else host_ix[h] for h in self.host],
+                **self._sums_columns(),
             },
             "errors": {str(k): v for k, v in sorted(self.errors.items())},
         }
+
+    def _sums_columns(self) -> dict[str, Any]:
+        if not (self.size >= 0).any():
+            return {}
+        return {"size": pack_ints(self.size), "checksum": pack_crcs(self.checksum)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         if d.get("format") != FORMAT:
             raise ResultsLayoutError(f"not an acme_xr manifest (format={d.get('format')!r})")
+        version = d.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ResultsLayoutError(
+                f"the run manifest has format_version {version!r}, newer than this acme_xr "
+                f"reads ({FORMAT_VERSION}): upgrade acme_xr to open it")
         n = int(d["n_inputs"])
         calls = d["calls"]
         hosts = calls.get("hosts", [])
@@ -302,6 +377,7 @@ class Manifest:
             coord_templates=d.get("coord_templates", {}),
             state=d.get("state", "unknown"),
             created=d.get("created", ""),
+            **unpack_file_sums(calls, n),
         )
 
     def write(self, directory: str) -> str:
@@ -349,6 +425,8 @@ class Manifest:
                 f"the run manifest {path} is not an acme_xr manifest (format={got!r})")
         try:
             return cls.from_dict(d)
+        except ResultsLayoutError:  # whole, but of a newer format: never rebuilt over
+            raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestCorruptError(
                 f"the run manifest {path} is incomplete or damaged ({type(exc).__name__}: "

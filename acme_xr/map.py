@@ -42,6 +42,9 @@ from .runlog import run_logging
 from .seeds import seed_record
 from .shipping import ship_runner
 from .storage.atomic import remove_stale_temporaries
+from .storage.checksums import ALGORITHM
+from .storage.checksums import enabled as checksums_enabled
+from .storage.values import PAYLOAD_FORMAT
 from .worker import Runner, WriteSpec, split_values_for
 
 __all__ = ["ParallelMap"]
@@ -416,6 +419,8 @@ class ParallelMap(AcmeAttributes):
             "result_dtype": o.result_dtype.str,
             "coords": coords,
             "options": {"retries": o.retries, "call_timeout": o.call_timeout},
+            "payload_format": PAYLOAD_FORMAT,
+            "checksum": ALGORITHM if checksums_enabled() else None,
         }
 
     def _fingerprint(self) -> dict[str, Any]:
@@ -456,6 +461,10 @@ class ParallelMap(AcmeAttributes):
                 path = layout.file_of(manifest, int(i))
                 if path is None or not os.path.exists(path):
                     manifest.forget(int(i))
+            # a payload emptied, truncated or changed since is no result: run its call again
+            from .integrity import drop_damaged  # here: it needs h5py, memory runs do not
+
+            drop_damaged(manifest, layout.output_dir)
             manifest.state = "running"
             manifest.header.pop("interruption", None)
             log.info("resuming %s: %d of %d calls already done", layout.output_dir,
@@ -476,6 +485,7 @@ class ParallelMap(AcmeAttributes):
                 stem=self.stem,
                 result_shape=o.result_shape,
                 store=layout.zarr_store(self.n_inputs),
+                checksums=checksums_enabled(),
             )
         return Runner.from_plan(self.plan, spec, retries=o.retries, call_timeout=o.call_timeout)
 

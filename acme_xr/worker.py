@@ -39,6 +39,7 @@ from .inputs import CallPlan
 from .manifest import var_meta
 from .seeds import call_rng
 from .storage import pickled
+from .storage.checksums import Sums, file_sums
 from .storage.values import NotStorable, Variable, to_variables
 from .storage.zarr import ZarrStore
 
@@ -69,6 +70,8 @@ class WriteSpec:
     result_shape : tuple, optional
         ACME's ``result_shape`` (``None`` marks the stacking axis, ``np.inf`` any length);
         ``result_0`` of every call must fit it.
+    checksums : bool
+        Record each payload's size and CRC-32C sums (:class:`~acme_xr.storage.checksums.Sums`).
     """
 
     mode: str
@@ -76,6 +79,9 @@ class WriteSpec:
     stem: str = "result"
     result_shape: tuple[float | None, ...] | None = None
     store: ZarrStore | None = None
+    # record each payload's size and checksums (acme_xr.payload.checksums; decided on the
+    # client, so that every worker of a run does the same)
+    checksums: bool = True
 
     def payload(self, i: int, ext: str = "h5") -> str:
         assert self.directory is not None
@@ -96,6 +102,8 @@ class BatchResult:
     attempts: list[int] = field(default_factory=list)
     fmt: list[str | None] = field(default_factory=list)
     meta: list[Any] = field(default_factory=list)
+    # Sums of each call's payload file (None: not recorded, or not a file of its own)
+    sums: list[Sums | None] = field(default_factory=list)
     values: list[Any] | None = None
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -108,12 +116,13 @@ class BatchResult:
     elapsed: float = 0.0
 
     def add(self, status: int, duration: float, attempts: int, fmt: str | None = None,
-            meta: Any = None, value: Any = None) -> None:
+            meta: Any = None, value: Any = None, sums: Sums | None = None) -> None:
         self.status.append(status)
         self.duration.append(duration)
         self.attempts.append(attempts)
         self.fmt.append(fmt)
         self.meta.append(meta)
+        self.sums.append(sums)
         if self.values is not None:
             self.values.append(value)
 
@@ -130,6 +139,7 @@ class Attempt:
     error: dict[str, Any] | None = None
     # the run cannot go on (no payload can be written any more)
     fatal: bool = False
+    sums: Sums | None = None
 
     @classmethod
     def failed(cls, exc: BaseException, seconds: float, fatal: bool = False) -> Attempt:
@@ -181,13 +191,14 @@ def _describe(variables: Sequence[Variable], templates: dict[str, dict[str, Any]
     )
 
 
-def existing_payload(spec: WriteSpec, i: int,
-                     templates: dict[str, dict[str, Any]]) -> tuple[str, Any] | None:
-    """(format, meta) of a valid payload call ``i`` already has on disk, else ``None``.
+def existing_payload(spec: WriteSpec, i: int, templates: dict[str, dict[str, Any]],
+                     ) -> tuple[str, Any, Sums | None] | None:
+    """(format, meta, sums) of a valid payload call ``i`` already has on disk, else ``None``.
 
     Payloads are renamed into place only once complete, so an existing file is a whole
     one; an HDF5 file that cannot be read anyway (damaged later) counts as missing, and
-    the call's next run replaces it.
+    the call's next run replaces it. ``sums`` are the file's size and checksum as found
+    (no per-variable sums), with ``spec.checksums``.
     """
     if spec.mode not in ("hdf5", "pickle", "zarr"):
         return None
@@ -199,17 +210,27 @@ def existing_payload(spec: WriteSpec, i: int,
 
         try:
             with h5py.File(h5, "r") as fh:
-                return "h5", hdf5.scan_group(fh, templates)
+                meta = hdf5.scan_group(fh, templates)
+            return "h5", meta, _found_sums(spec, h5)
         except (OSError, KeyError, ValueError):
             return None
     pk = spec.payload(i, "pickle")
     if os.path.exists(pk) and os.path.getsize(pk) > 0:
-        return "pickle", None
+        return "pickle", None, _found_sums(spec, pk)
     if spec.store is not None:
-        meta = spec.store.stored_call(i)
-        if meta is not None:
-            return "zarr", meta
+        stored = spec.store.stored_call(i)
+        if stored is not None:
+            return "zarr", stored, None
     return None
+
+
+def _found_sums(spec: WriteSpec, path: str) -> Sums | None:
+    if not spec.checksums:
+        return None
+    try:
+        return Sums(*file_sums(path))
+    except OSError:
+        return None
 
 
 @dataclass
@@ -276,8 +297,9 @@ class Runner:
             kwargs["rng"] = call_rng(self.seed, i)
         return args, kwargs
 
-    def store(self, i: int, result: Any, out: BatchResult) -> tuple[str | None, Any]:
-        """Write call ``i``'s result; return (format, meta).
+    def store(self, i: int, result: Any, out: BatchResult,
+              ) -> tuple[str | None, Any, Sums | None]:
+        """Write call ``i``'s result; return (format, meta, sums of the payload file).
 
         Raises
         ------
@@ -288,10 +310,10 @@ class Runner:
         if spec.mode == "memory":
             if spec.result_shape is not None:
                 _check_shape(spec.result_shape, to_variables(result))
-            return "memory", None
+            return "memory", None, None
         if spec.mode == "pickle":
-            self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
-            return "pickle", None
+            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
+            return "pickle", None, sums
         from .storage import hdf5  # here: a worker of a run in memory never needs h5py
 
         try:
@@ -299,20 +321,23 @@ class Runner:
             if spec.result_shape is not None:
                 _check_shape(spec.result_shape, variables)
             if spec.store is not None and spec.store.write(i, variables):
-                return "zarr", _describe(variables, out.templates)
-            self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
-            return "h5", _describe(variables, out.templates)
-        except (NotStorable, TypeError) as exc:
-            # the same object ACME's emergency pickling dumps, so ACME's readers load it
-            self._write(pickled.write_pickle, spec.payload(i, "pickle"),
-                        pickled.fallback_value(result))
+                return "zarr", _describe(variables, out.templates), None
+            sums = self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
+            return "h5", _describe(variables, out.templates), sums
+        except NotStorable as exc:
+            # only NotStorable: storage turns what HDF5 cannot convert into it, naming the
+            # variable; any other TypeError is a real failure of the call (with its traceback).
+            # The pickle holds the same object ACME's emergency pickling dumps, so ACME's
+            # readers load it
+            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"),
+                               pickled.fallback_value(result))
             out.warnings.append(f"call {i}: {exc}")
-            return "pickle", None
+            return "pickle", None, sums
 
-    @staticmethod
-    def _write(writer: Callable[[str, Any], None], path: str, value: Any) -> None:
+    def _write(self, writer: Callable[..., Sums | None], path: str, value: Any,
+               ) -> Sums | None:
         try:
-            writer(path, value)
+            return writer(path, value, checksums=self.spec.checksums)
         except StorageError:
             raise
         except OSError as exc:
@@ -324,7 +349,7 @@ class Runner:
         t0 = time.perf_counter()
         try:
             result = self.func(*args, **kwargs)
-            fmt, meta = self.store(i, result, out)
+            fmt, meta, sums = self.store(i, result, out)
         except StorageError as exc:
             if self.reraise:
                 raise
@@ -335,7 +360,7 @@ class Runner:
                 raise
             return Attempt.failed(exc, time.perf_counter() - t0)
         value = result if self.spec.mode == "memory" else None
-        return Attempt(True, time.perf_counter() - t0, fmt, meta, value)
+        return Attempt(True, time.perf_counter() - t0, fmt, meta, value, sums=sums)
 
     def _call_pool(self) -> Any:
         if self._pool is None:
@@ -378,7 +403,7 @@ class Runner:
                 assert a.error is not None
                 out.retried.setdefault(i, []).append(f"{a.error['type']}: {a.error['message']}")
             if a.ok:
-                out.add(OK, a.seconds, n, a.fmt, a.meta, a.value)
+                out.add(OK, a.seconds, n, a.fmt, a.meta, a.value, a.sums)
                 continue
             assert a.error is not None
             a.error["attempts"] = n

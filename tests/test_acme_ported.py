@@ -310,9 +310,7 @@ def test_medium_filter(client: Any, sig_name: str) -> None:
                                       res_in_mem[ch_no][rk])
 
 
-@pytest.mark.xfail(strict=True, reason="known difference, not fixed yet: payloads (and "
-                   "single_file groups) also hold the dimension scales result_k_dim_j of "
-                   "plain arrays (storage/hdf5), which ACME's loaders list")
+# payload format 2 (issue 10): the root group holds exactly result_0 ... result_k
 @pytest.mark.parametrize("single_file", [False, True])
 def test_result_groups_hold_only_the_results(client: Any, sig_name: str,
                                              single_file: bool) -> None:

@@ -139,12 +139,15 @@ def test_failed_call_is_nan_and_listed(client: Any, tmp_path: Any) -> None:
     assert ds.attrs["failed_calls"] == [3] and ds.attrs["n_failed"] == 1
     r0 = ds.result_0.values
     assert np.isnan(r0[3]).all() and r0[4].tolist() == [4.0, 4.0]
-    assert ds.result_1.dtype == np.float64  # integers with a gap become float with NaN
-    assert np.isnan(ds.result_1.values[3]) and ds.result_1.values[2] == 2
-    assert np.isnan(ds.result_2.values[3]) and ds.result_2.values[2] == 1.0
-    kept = open_results(tmp_path / "r", mask_integers=False)
-    assert kept.result_1.dtype == np.int64
-    assert kept.result_1.values[3] == np.iinfo(np.int64).min
+    # integers and booleans keep their dtype; the gap is named by status and the mask
+    assert ds.result_1.dtype == np.int64 and ds.result_2.dtype == bool
+    assert ds.result_1.values.tolist()[:3] == [0, 1, 2] and ds.result_1.values[4] == 4
+    assert ds.result_1_mask.values.tolist() == [False, False, False, True, False]
+    assert ds.result_2_mask.values.tolist() == [False, False, False, True, False]
+    assert "result_0_mask" not in ds  # floats show NaN
+    as_float = open_results(tmp_path / "r", mask_integers=True)  # the user's explicit choice
+    assert as_float.result_1.dtype == np.float64
+    assert np.isnan(as_float.result_1.values[3]) and as_float.result_1.values[2] == 2
 
 
 def test_opening_reads_only_the_manifest_and_a_vanished_payload_raises(

@@ -1,12 +1,16 @@
 """HDF5 payload files, the results container and its virtual dataset.
 
-A payload file holds one call's results: one dataset per variable in the root group
-(``result_0``, ``result_1``, ... as the specification says). Dimensions are netCDF-4
-dimension scales, so a payload opens with ``xr.open_dataset(path, engine="h5netcdf")``
-without "phony_dim" guesses. Plain arrays get dimensions ``result_k_dim_j``; xarray
-return values keep their own dimension names, coordinates and attributes. Encodings follow
-the netCDF/CF conventions xarray decodes: booleans as ``uint8`` with ``dtype="bool"``,
-datetimes as ``int64`` with ``units``/``calendar``, strings as variable-length UTF-8.
+A payload file holds one call's results. Its root group holds exactly one dataset per
+variable, ``result_0``, ``result_1``, ... as the specification says, and no other dataset;
+everything else that labels them (names, dimension names, coordinates, attributes of xarray
+returns, masks of masked arrays) is an attribute or lives in the subgroup ``_acme_xr``, whose
+members' names never contain "result" (see :mod:`acme_xr.storage.hdf5_read` for the full
+layout, and :func:`acme_xr.open_payload` to open one payload as a labelled Dataset). The root
+attribute ``_acme_xr_format`` records the payload format (2).
+
+Types HDF5 lacks follow the netCDF/CF conventions xarray decodes: booleans as ``uint8`` with
+``dtype="bool"``, datetimes as ``int64`` with ``units``/``calendar``, strings as
+variable-length UTF-8; structured arrays are HDF5 compound datasets.
 
 Examples
 --------
@@ -16,21 +20,46 @@ Examples
 >>> write_payload(path, to_variables((np.arange(3.0), 7)))
 >>> [m[0] for m in describe_payload(path)]
 ['result_0', 'result_1']
+>>> import h5py
+>>> sorted(h5py.File(path, "r"))
+['result_0', 'result_1']
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5d, h5ds, h5f, h5p, h5s, h5t
+from h5py import h5d, h5f, h5p, h5s, h5t
 
 from .atomic import atomic_path
+from .checksums import Sums, checksum, file_sums, pread_exact
+from .hdf5_read import (
+    COORDS_ATTR,
+    DIMS_ATTR,
+    DTYPE_ATTR,
+    FORMAT_ATTR,
+    META_GROUP,
+    NAME_ATTR,
+    NAMES_ATTR,
+    PAYLOAD_FORMAT,
+    VarMeta,
+    decode,
+    describe_payload,
+    find_dataset,
+    payload_format,
+    read_mask,
+    read_payload,
+    read_variables,
+    scan_group,
+    user_attrs,
+)
 from .values import Coord, NotStorable, Variable
 
 __all__ = [
@@ -42,14 +71,15 @@ __all__ = [
     "scan_group",
     "write_variables",
     "decode",
+    "find_dataset",
+    "read_mask",
+    "payload_format",
     "user_attrs",
     "VarMeta",
+    "PAYLOAD_FORMAT",
+    "META_GROUP",
 ]
 
-# (name, shape, dtype string, dims) of one variable in one payload.
-VarMeta = tuple[str, tuple[int, ...], str, tuple[str, ...]]
-
-_NOT_A_VARIABLE = b"This is a netCDF dimension but not a netCDF variable."
 _STRING = h5py.string_dtype("utf-8")
 
 
@@ -65,23 +95,17 @@ def _encode(arr: np.ndarray) -> tuple[np.ndarray, dict[str, Any], Any]:
     if kind == "U":
         return arr.astype(object), {}, _STRING
     if kind in "Mm":
-        unit = np.datetime_data(arr.dtype)[0]
+        unit, count = np.datetime_data(arr.dtype)
+        # units CF has no name for (years, months, weeks, multiples) stay numpy's: the
+        # _acme_xr_dtype marker is what acme_xr decodes
+        name = _UNIT_NAMES.get(unit, unit) if count == 1 else f"{count}{unit}"
         if kind == "M":
-            attrs = {"units": f"{_UNIT_NAMES[unit]} since 1970-01-01",
-                     "calendar": "proleptic_gregorian"}
+            attrs = {"units": f"{name} since 1970-01-01", "calendar": "proleptic_gregorian"}
         else:
-            attrs = {"units": _UNIT_NAMES[unit], "dtype": f"timedelta64[{unit}]"}
+            attrs = {"units": name, "dtype": f"timedelta64[{unit}]"}
         attrs[DTYPE_ATTR] = arr.dtype.str
         return arr.view(np.int64), attrs, None
     return arr, {}, None
-
-
-DTYPE_ATTR = "_acme_xr_dtype"
-_ENCODING_ATTRS = frozenset({"units", "calendar", "dtype", DTYPE_ATTR})
-_INTERNAL_ATTRS = frozenset(
-    {"CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LIST", "_Netcdf4Dimid", "_Netcdf4Coordinates",
-     "coordinates"}
-)
 
 
 _UNIT_NAMES = {
@@ -114,16 +138,26 @@ def _dcpl() -> h5p.PropDCID:
     return dcpl
 
 
-def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any]) -> None:
+def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any], what: str) -> None:
+    """Set ``attrs`` on ``obj``; an attribute HDF5 refuses is refused loudly (the call is
+    then pickled, with a warning naming the call and this reason), never stored changed."""
     for key, value in attrs.items():
         try:
             obj.attrs[key] = value
-        except (TypeError, ValueError):
-            obj.attrs[key] = repr(value)
+        except (TypeError, ValueError) as exc:
+            raise NotStorable(
+                f"attribute {key!r} of {what} ({type(value).__name__} {value!r:.60}) cannot be "
+                f"an HDF5 attribute: {exc}"
+            ) from exc
 
 
-def write_payload(path: str, variables: Sequence[Variable]) -> None:
+def write_payload(path: str, variables: Sequence[Variable], *,
+                  checksums: bool = False) -> Sums | None:
     """Write one call's variables to a new HDF5 file at ``path``, atomically.
+
+    With ``checksums``, return the file's :class:`~acme_xr.storage.checksums.Sums`: its
+    size, the CRC-32C of the whole file and of each variable's data bytes at their offset
+    (None for a variable whose data is not one contiguous, unfiltered block).
 
     Raises
     ------
@@ -131,16 +165,49 @@ def write_payload(path: str, variables: Sequence[Variable]) -> None:
         When the variables contradict each other (one dimension with two sizes).
     """
     if sum(v.data.nbytes for v in variables) <= _IMAGE_MAX_BYTES:
-        image: bytes | bytearray | None = _from_template(variables)
+        spans: list[tuple[int, int] | None] = []
+        image: bytes | bytearray | None = _from_template(variables, spans)
         if image is None:
-            image = _file_image(variables)
+            spans.clear()
+            image = _file_image(variables, spans)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as out:
                 out.write(image)
-        return
+        return Sums.of_image(image, tuple(spans)) if checksums else None
     with atomic_path(path) as tmp:
         with h5py.File(_new_file(tmp.encode())) as fh:
             _fill(fh, variables)
+            fh.flush()
+            spans = _spans(fh, variables)
+        # too large to build in memory: checksum what reached the file (from the page cache)
+        return _sums_of_file(tmp, spans) if checksums else None
+
+
+def _spans(fh: h5py.Group, variables: Sequence[Variable]) -> list[tuple[int, int] | None]:
+    """(offset, length) of each variable's data bytes in the file, None when they are not
+    one contiguous block (HDF5's get_offset is undefined then)."""
+    out: list[tuple[int, int] | None] = []
+    for var in variables:
+        did = fh[var.storage_key].id
+        offset = did.get_offset()
+        out.append(None if offset is None else (offset, did.get_storage_size()))
+    return out
+
+
+def _sums_of_file(path: str, spans: Sequence[tuple[int, int] | None]) -> Sums:
+    size, crc = file_sums(path)
+    per_var: list[tuple[int, int, int] | None] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for span in spans:
+            if span is None:
+                per_var.append(None)
+                continue
+            data = pread_exact(fd, span[0], span[1])
+            per_var.append((span[0], span[1], checksum(data)))
+    finally:
+        os.close(fd)
+    return Sums(size, crc, tuple(per_var))
 
 
 def _new_file(name: bytes, fapl: h5p.PropFAID | None = None) -> h5f.FileID:
@@ -158,12 +225,12 @@ _IMAGE_MAX_BYTES = 4 * 2**20
 _images = itertools.count()
 
 
-def _file_image(variables: Sequence[Variable], offsets: list[int | None] | None = None,
-                ) -> bytes:
+def _file_image(variables: Sequence[Variable],
+                spans: list[tuple[int, int] | None] | None = None) -> bytes:
     """The bytes of an HDF5 file holding ``variables``, built in memory (core driver).
 
-    With ``offsets``, also appends where each variable's raw data starts in the image
-    (None when it is not stored in one contiguous block).
+    With ``spans``, also appends where each variable's raw data is in the image, as
+    (offset, length) (None when it is not stored in one contiguous block).
     """
     fapl = h5p.create(h5p.FILE_ACCESS)
     fapl.set_fapl_core(64 * 1024, False)  # grow by 64 KiB; no file behind it
@@ -173,8 +240,8 @@ def _file_image(variables: Sequence[Variable], offsets: list[int | None] | None 
     with h5py.File(fid) as fh:
         _fill(fh, variables)
         fh.flush()
-        if offsets is not None:
-            offsets.extend(fh[v.name].id.get_offset() for v in variables)
+        if spans is not None:
+            spans.extend(_spans(fh, variables))
         return fid.get_file_image()  # type: ignore[no-any-return]
 
 
@@ -197,8 +264,10 @@ def _raw(var: Variable) -> np.ndarray | None:
     return None if h5dtype is not None else np.ascontiguousarray(data)
 
 
-def _from_template(variables: Sequence[Variable]) -> bytes | bytearray | None:
-    """The image of ``variables`` from a template, or None (built with HDF5 instead)."""
+def _from_template(variables: Sequence[Variable],
+                   spans: list[tuple[int, int] | None]) -> bytes | bytearray | None:
+    """The image of ``variables`` from a template, or None (built with HDF5 instead); on
+    success ``spans`` gets each variable's (offset, length) in the image."""
     raws = []
     for var in variables:
         raw = _raw(var)
@@ -213,27 +282,32 @@ def _from_template(variables: Sequence[Variable]) -> bytes | bytearray | None:
         if len(_templates) >= _TEMPLATES_KEPT:
             _templates.clear()
         _templates[key] = template
-        return template[0] if template is not None else None
+        if template is None:
+            return None
+        spans.extend((o, r.nbytes) for o, r in zip(template[1], raws, strict=True))
+        return template[0]
     if template is None:
         return None
     image = bytearray(template[0])
     for offset, raw in zip(template[1], raws, strict=True):
         image[offset:offset + raw.nbytes] = raw.tobytes()
+        spans.append((offset, raw.nbytes))
     return image
 
 
 def _make_template(variables: Sequence[Variable], raws: Sequence[np.ndarray],
                    ) -> tuple[bytes, tuple[int, ...]] | None:
-    offsets: list[int | None] = []
-    image = _file_image(variables, offsets)
+    spans: list[tuple[int, int] | None] = []
+    image = _file_image(variables, spans)
     if len(image) > _TEMPLATE_MAX_BYTES:
         return None
     found = []
-    for offset, raw in zip(offsets, raws, strict=True):
+    for span, raw in zip(spans, raws, strict=True):
         # the data must be exactly the array's bytes at one place, or no template
-        if offset is None or image[offset:offset + raw.nbytes] != raw.tobytes():
+        if span is None or span[1] != raw.nbytes or (
+                image[span[0]:span[0] + raw.nbytes] != raw.tobytes()):
             return None
-        found.append(offset)
+        found.append(span[0])
     return image, tuple(found)
 
 
@@ -242,214 +316,66 @@ def write_variables(grp: h5py.Group, variables: Sequence[Variable]) -> None:
     _fill(grp, variables)
 
 
-def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
-    """Write ``variables`` (with dimension scales and coordinates) into group ``fh``."""
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _check_sizes(variables: Sequence[Variable]) -> None:
     sizes: dict[str, int] = {}
     for var in variables:
         for dim, n in zip(var.dims, var.data.shape, strict=True):
             if sizes.setdefault(dim, n) != n:
                 raise NotStorable(f"dimension {dim!r} has sizes {sizes[dim]} and {n}")
-    coord_vars: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = {}
+
+
+def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
+    """Write ``variables`` into group ``fh`` in the payload layout (format 2).
+
+    The group's datasets are exactly the variables' keys ``result_<j>``; their names,
+    dimension names and coordinate names are attributes, and coordinates and masks are
+    datasets of the subgroup ``_acme_xr`` (whose member names never contain "result").
+    """
+    _check_sizes(variables)
+    fh.attrs[FORMAT_ATTR] = PAYLOAD_FORMAT
+    names = [v.name for v in variables]
+    if any(v.name != v.storage_key for v in variables):
+        fh.attrs[NAMES_ATTR] = _json({v.storage_key: v.name for v in variables})
+    coords: dict[str, Coord] = {}
     for var in variables:
         for c in var.coords:
-            coord_vars.setdefault(c.name, (c.dims, c.data, c.attrs))
-    scales: dict[str, h5py.h5d.DatasetID] = {}
-    for dim, n in sizes.items():
-        if dim in coord_vars and coord_vars[dim][0] == (dim,):
-            did = _create(fh, dim, coord_vars[dim][1])
-            h5ds.set_scale(did, dim.encode())
-        else:
-            did = h5d.create(fh.id, dim.encode(), h5t.IEEE_F32BE, h5s.create_simple((n,)),
-                             dcpl=_dcpl())
-            h5ds.set_scale(did, _NOT_A_VARIABLE + f"{n:10}".encode())
-        scales[dim] = did
-    written = set(scales)
-    for name, (dims, data, attrs) in coord_vars.items():
-        if name not in written:
-            did = _create(fh, name, data)
-            for j, dim in enumerate(dims):
-                h5ds.attach_scale(did, scales[dim], j)
-            written.add(name)
-        _set_attrs(fh[name], {**attrs, **_encode(data)[1]})
+            coords.setdefault(c.name, c)
+    if set(coords) & set(names):
+        raise NotStorable(f"variable {sorted(set(coords) & set(names))[0]!r} has the name of "
+                          "a coordinate")
+    meta = None
+    if coords or any(v.mask is not None for v in variables):
+        meta = fh.create_group(META_GROUP, track_order=False)
+    for n, c in enumerate(coords.values()):
+        assert meta is not None
+        _create(meta, f"coord_{n}", c.data)
+        _set_attrs(meta[f"coord_{n}"], {**c.attrs, **_encode(c.data)[1], NAME_ATTR: c.name,
+                                        DIMS_ATTR: _json(list(c.dims))}, f"coordinate {c.name}")
     for var in variables:
-        if var.name in written:
-            raise NotStorable(f"variable {var.name!r} has the name of a dimension or coordinate")
-        did = _create(fh, var.name, var.data)
-        for j, dim in enumerate(var.dims):
-            h5ds.attach_scale(did, scales[dim], j)
+        key = var.storage_key
+        try:
+            _create(fh, key, var.data)
+        except (TypeError, ValueError) as exc:  # a dtype or value h5py has no conversion for
+            raise NotStorable(f"{var.name} (dtype {var.data.dtype}) cannot be an HDF5 dataset: "
+                              f"{exc}") from exc
         extra = _encode(var.data)[1]
-        own = [c.name for c in var.coords if c.name not in var.dims]
-        if own:
-            extra["coordinates"] = " ".join(own)
+        if var.labelled:
+            extra[DIMS_ATTR] = _json(list(var.dims))
+        if var.coords:
+            extra[COORDS_ATTR] = _json([c.name for c in var.coords])
+        if var.mask is not None:
+            assert meta is not None
+            _create(meta, _mask_name(key), var.mask)
         if var.attrs or extra:
-            _set_attrs(fh[var.name], {**var.attrs, **extra})
+            _set_attrs(fh[key], {**var.attrs, **extra}, var.name)
 
 
-def _dims_of(ds: h5py.Dataset) -> tuple[str, ...]:
-    names = []
-    for j, dim in enumerate(ds.dims):
-        if len(dim):
-            names.append(os.path.basename(dim[0].name))
-        else:
-            names.append(f"{os.path.basename(ds.name)}_dim_{j}")
-    return tuple(names)
-
-
-def _decoded_dtype(ds: h5py.Dataset) -> str:
-    marked = ds.attrs.get(DTYPE_ATTR)
-    if marked is not None:
-        return "|b1" if marked == "bool" else str(marked)
-    info = h5py.check_string_dtype(ds.dtype)
-    if info is not None and info.length is None:  # variable-length: written from str
-        return "<U0"
-    return ds.dtype.str
-
-
-def user_attrs(ds: h5py.Dataset) -> dict[str, Any]:
-    """The attributes of a dataset minus netCDF bookkeeping and acme_xr's own encodings."""
-    encoded = DTYPE_ATTR in ds.attrs
-    out = {}
-    for key, value in ds.attrs.items():
-        if key in _INTERNAL_ATTRS or (encoded and key in _ENCODING_ATTRS):
-            continue
-        out[key] = value.decode("utf-8") if isinstance(value, bytes) else value
-    return out
-
-
-def _is_data_variable(name: str, obj: Any) -> bool:
-    if not isinstance(obj, h5py.Dataset):
-        return False
-    if obj.attrs.get("CLASS") == b"DIMENSION_SCALE":
-        return False
-    return True
-
-
-def _describe_group(fh: h5py.Group) -> list[VarMeta]:
-    coordinate_names = _coordinate_names(fh)
-    return [
-        (name, tuple(obj.shape), _decoded_dtype(obj), _dims_of(obj))
-        for name, obj in fh.items()
-        if name not in coordinate_names and _is_data_variable(name, obj)
-    ]
-
-
-def describe_payload(path: str) -> list[VarMeta]:
-    """Name, shape, decoded dtype and dims of every data variable in a payload file.
-
-    Coordinates (datasets named in a variable's ``coordinates`` attribute) and dimension
-    scales are not listed.
-    """
-    with h5py.File(path, "r") as fh:
-        return _describe_group(fh)
-
-
-def read_payload(path: str) -> dict[str, np.ndarray]:
-    """Read every data variable of a payload file into memory, decoded.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> from acme_xr.storage.values import to_variables
-    >>> p = os.path.join(tempfile.mkdtemp(), "f_0.h5")
-    >>> write_payload(p, to_variables(("text", True)))
-    >>> read_payload(p)
-    {'result_0': array('text', dtype='<U4'), 'result_1': array(True)}
-    """
-    with h5py.File(path, "r") as fh:
-        return {name: decode(fh[name], np.dtype(dtype))
-                for name, _s, dtype, _d in _describe_group(fh)}
-
-
-def _coordinate_names(grp: h5py.Group) -> set[str]:
-    names: set[str] = set()
-    for obj in grp.values():
-        if isinstance(obj, h5py.Dataset) and "coordinates" in obj.attrs:
-            value = obj.attrs["coordinates"]
-            names.update((value.decode() if isinstance(value, bytes) else str(value)).split())
-    return names
-
-
-def _is_coordinate_scale(ds: h5py.Dataset) -> bool:
-    name = ds.attrs.get("NAME", b"")
-    return (ds.attrs.get("CLASS") == b"DIMENSION_SCALE"
-            and not bytes(name).startswith(_NOT_A_VARIABLE))
-
-
-def _read_coords(grp: h5py.Group) -> dict[str, Coord]:
-    coord_names = _coordinate_names(grp)
-    coords: dict[str, Coord] = {}
-    for name, obj in grp.items():
-        if not isinstance(obj, h5py.Dataset):
-            continue
-        if _is_coordinate_scale(obj):
-            dims: tuple[str, ...] = (name,)
-        elif name in coord_names:
-            dims = _dims_of(obj)
-        else:
-            continue
-        values = decode(obj, np.dtype(_decoded_dtype(obj)))
-        coords[name] = Coord(name, dims, values, user_attrs(obj))
-    return coords
-
-
-def _data_variables(grp: h5py.Group) -> Iterator[tuple[h5py.Dataset, tuple[str, ...],
-                                                       dict[str, Any], tuple[Coord, ...], bool]]:
-    """(dataset, dims, attrs, its coordinates, labelled?) of each data variable of a group."""
-    coords = _read_coords(grp)
-    for name, obj in grp.items():
-        if name in coords or not _is_data_variable(name, obj):
-            continue
-        dims = _dims_of(obj)
-        attrs = user_attrs(obj)
-        own = tuple(c for c in coords.values() if set(c.dims) <= set(dims))
-        labelled = bool(own) or bool(attrs) or any(
-            d != f"{name}_dim_{j}" for j, d in enumerate(dims))
-        yield obj, dims, attrs, own, labelled
-
-
-def read_variables(grp: h5py.Group) -> list[Variable]:
-    """Rebuild the :class:`Variable` objects a payload group was written from.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> from acme_xr.storage.values import to_variables
-    >>> p = os.path.join(tempfile.mkdtemp(), "f_0.h5")
-    >>> write_payload(p, to_variables(np.eye(2)))
-    >>> with h5py.File(p) as fh:
-    ...     [(v.name, v.dims) for v in read_variables(fh)]
-    [('result_0', ('result_0_dim_0', 'result_0_dim_1'))]
-    """
-    return [
-        Variable(os.path.basename(ds.name), decode(ds, np.dtype(_decoded_dtype(ds))), dims,
-                 attrs, own, labelled)
-        for ds, dims, attrs, own, labelled in _data_variables(grp)
-    ]
-
-
-def scan_group(grp: h5py.Group, templates: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
-    """Describe a payload group for the manifest without reading its data variables."""
-    from ..manifest import var_meta
-
-    return tuple(
-        var_meta(os.path.basename(ds.name), tuple(ds.shape), np.dtype(_decoded_dtype(ds)), dims,
-                 attrs, own if labelled else None, templates)
-        for ds, dims, attrs, own, labelled in _data_variables(grp)
-    )
-
-
-def decode(ds: h5py.Dataset, dtype: np.dtype, selection: Any = ()) -> np.ndarray:
-    """Read ``ds[selection]`` and undo the encodings of :func:`write_payload`."""
-    raw = ds[selection] if selection != () else ds[()]
-    if dtype.kind == "U":
-        raw = np.asarray(raw, dtype=object)
-        flat = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in raw.reshape(-1)]
-        return np.array(flat, dtype=str).reshape(raw.shape) if flat else np.empty(raw.shape, "U1")
-    if dtype.kind == "b":
-        return np.asarray(raw).astype(bool)
-    if dtype.kind in "Mm":
-        return np.asarray(raw).astype(np.int64).view(dtype)
-    return np.asarray(raw)
+def _mask_name(key: str) -> str:
+    return "mask_" + key.removeprefix("result_")
 
 
 def write_container(

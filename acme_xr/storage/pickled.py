@@ -28,12 +28,16 @@ from typing import Any
 import cloudpickle
 
 from .atomic import atomic_path
+from .checksums import Sums, file_sums
 
 __all__ = ["write_pickle", "read_pickle", "fallback_value"]
 
 
-def write_pickle(path: str, value: Any) -> None:
-    """Pickle ``value`` to ``path`` atomically (cloudpickle for lambdas and local classes)."""
+def write_pickle(path: str, value: Any, *, checksums: bool = False) -> Sums | None:
+    """Pickle ``value`` to ``path`` atomically (cloudpickle for lambdas and local classes).
+
+    With ``checksums``, return the file's size and CRC-32C (no per-variable sums).
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             try:
@@ -42,6 +46,9 @@ def write_pickle(path: str, value: Any) -> None:
                 fh.seek(0)
                 fh.truncate()
                 cloudpickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        if checksums:
+            return Sums(*file_sums(tmp))
+    return None
 
 
 def fallback_value(result: Any) -> Any:

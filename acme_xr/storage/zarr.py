@@ -10,6 +10,11 @@ array (a different shape), is written as an ordinary HDF5 payload instead; when 
 ends, every payload that fits is moved into the store. Results whose shape varies between
 calls therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
 
+The mask of a masked-array result is the boolean array ``_acme_xr_mask_<name>`` beside it.
+Structured (compound) dtypes are stored with zarr-python's ``structured`` data type, which
+has no zarr v3 specification yet: zarr-python reads it back exactly, other zarr libraries
+may not (zarr's ``UnstableSpecificationWarning`` is silenced for it here).
+
 Examples
 --------
 >>> import os, tempfile, numpy as np
@@ -26,16 +31,21 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .values import Variable
+from .values import MASKED_ATTR, RESERVED_PREFIX, Variable, dtype_of
 
-__all__ = ["ZarrStore", "STORE_SUFFIX", "per_call"]
+__all__ = ["ZarrStore", "STORE_SUFFIX", "per_call", "mask_of"]
+
+log = logging.getLogger(__name__)
 
 STORE_SUFFIX = ".zarr"
 _RECHECK_SECONDS = 0.5
@@ -47,7 +57,25 @@ def per_call(coordinate: str) -> str:
     return f"{coordinate}_per_call"
 
 
+def mask_of(name: str) -> str:
+    """Name of the array holding the mask of a masked variable ``name``."""
+    return f"{RESERVED_PREFIX}mask_{name}"
+
+
+@contextlib.contextmanager
+def quiet_dtypes() -> Iterator[None]:
+    """Silence zarr's warning that a dtype (structured, bytes) has no v3 specification yet:
+    acme_xr chose to store them (zarr-python reads them back exactly); see the module doc."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        yield
+
+
 def _fill_value(dtype: np.dtype) -> Any:
+    if dtype.kind == "V":
+        return np.zeros((), dtype)[()]
+    if dtype.kind == "S":
+        return b""
     if dtype.kind in "fc":
         return np.nan
     if dtype.kind in "Mm":
@@ -55,6 +83,15 @@ def _fill_value(dtype: np.dtype) -> Any:
     if dtype.kind == "U":
         return ""
     return 0
+
+
+def _compressors(checksums: bool) -> dict[str, Any]:
+    """zarr's default compressor, plus the crc32c codec with checksums (per chunk)."""
+    if not checksums:
+        return {}
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": (ZstdCodec(level=0, checksum=False), Crc32cCodec())}
 
 
 def _zarr_dtype(dtype: np.dtype) -> Any:
@@ -70,20 +107,25 @@ class ZarrStore:
         Absolute path of the store directory ``<output_dir>/<func>.zarr``.
     n_calls : int
         Number of calls (length of the leading ``call`` axis).
+    checksums : bool
+        Give the arrays zarr's ``crc32c`` codec: each chunk (one call's value) carries its
+        CRC-32C, which zarr checks whenever the chunk is read.
     """
 
-    def __init__(self, path: str, n_calls: int) -> None:
+    def __init__(self, path: str, n_calls: int, checksums: bool = True) -> None:
         self.path = path
         self.n_calls = n_calls
+        self.checksums = checksums
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "n_calls": self.n_calls}
+        return {"path": self.path, "n_calls": self.n_calls, "checksums": self.checksums}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["n_calls"])  # type: ignore[misc]
+        self.__init__(state["path"], state["n_calls"],  # type: ignore[misc]
+                      state.get("checksums", True))
 
     # -- client side ---------------------------------------------------------------------
     def create(self) -> None:
@@ -94,13 +136,36 @@ class ZarrStore:
 
     def _create(self, root: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
                 dims: tuple[str, ...], attrs: dict[str, Any] | None) -> None:
-        root.create_array(
-            name, shape=(self.n_calls, *shape), chunks=(1, *(max(1, n) for n in shape)),
-            dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
-            dimension_names=("call", *dims), attributes=dict(attrs or {}),
-            config=_CONFIG,  # type: ignore[arg-type]
-        )
+        with quiet_dtypes():
+            root.create_array(
+                name, shape=(self.n_calls, *shape), chunks=(1, *(max(1, n) for n in shape)),
+                dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
+                dimension_names=("call", *dims), attributes=dict(attrs or {}),
+                config=_CONFIG,  # type: ignore[arg-type]
+                **_compressors(self.checksums),
+            )
         self._checked.pop(name, None)  # visible at once in this process
+
+    def damaged_calls(self, names: Sequence[str], calls: Sequence[int]) -> dict[int, str]:
+        """Read every chunk of ``calls`` in the arrays ``names``; return call -> what is
+        wrong, for the chunks whose checksum (or decoding) fails (``verify=True``)."""
+        import zarr
+
+        bad: dict[int, str] = {}
+        with quiet_dtypes():
+            for name in names:
+                try:
+                    arr = zarr.open_array(self.path, path=name, mode="r")
+                except FileNotFoundError:
+                    continue
+                for i in calls:
+                    if i in bad:
+                        continue
+                    try:
+                        arr[int(i)]
+                    except ValueError as exc:  # zarr's crc32c codec: "checksum do not match"
+                        bad[int(i)] = f"the chunk of {name!r} is damaged ({exc})"
+        return bad
 
     def ensure_arrays(self, meta: Sequence[tuple[Any, ...]] | None,
                       templates: dict[str, dict[str, Any]]) -> None:
@@ -115,7 +180,9 @@ class ZarrStore:
             return
         wanted: list[tuple[str, tuple[int, ...], np.dtype, tuple[str, ...], Any]] = []
         for name, shape, dtype, dims, attrs, coords in meta:
-            wanted.append((name, tuple(shape), np.dtype(dtype), tuple(dims), attrs))
+            wanted.append((name, tuple(shape), dtype_of(dtype, attrs), tuple(dims), attrs))
+            if (attrs or {}).get(MASKED_ATTR):
+                wanted.append((mask_of(name), tuple(shape), np.dtype(bool), tuple(dims), None))
             for tok in (coords or {}).values():
                 tpl = templates[tok]
                 values = np.asarray(tpl["values"])
@@ -130,7 +197,11 @@ class ZarrStore:
                 continue
             root = root or zarr.open_group(self.path, mode="a", zarr_format=3)
             if name not in root:
-                self._create(root, name, shape, dtype, dims, attrs)
+                try:
+                    self._create(root, name, shape, dtype, dims, attrs)
+                except (TypeError, ValueError) as exc:
+                    # a dtype zarr cannot hold: its calls stay HDF5 payloads (read from there)
+                    log.info("no zarr array for %r (dtype %s): %s", name, dtype, exc)
 
     # -- both sides ----------------------------------------------------------------------
     def array(self, name: str) -> Any:
@@ -146,10 +217,11 @@ class ZarrStore:
             return None
         import zarr
 
-        # open_array ignores its config argument (zarr 3.1): without with_config a call
-        # whose values equal the fill value leaves no chunk and looks not done
-        arr = zarr.open_array(self.path, path=name, mode="r+").with_config(
-            _CONFIG)  # type: ignore[call-overload]
+        with quiet_dtypes():
+            # open_array drops ``config`` (zarr 3.1): without write_empty_chunks a call whose
+            # value equals the fill value (an integer 0) would leave no chunk, and look undone
+            arr = zarr.open_array(self.path, path=name, mode="r+").with_config(
+                _CONFIG)  # type: ignore[call-overload]
         self._arrays[name] = arr
         return arr
 
@@ -168,13 +240,20 @@ class ZarrStore:
         """Write call ``i`` into its chunks if every variable fits; False otherwise."""
         items: dict[str, np.ndarray] = {v.name: v.data for v in variables}
         for v in variables:
+            if v.mask is not None:
+                items[mask_of(v.name)] = v.mask
+        for v in variables:
             for c in v.coords if v.labelled else ():
                 items.setdefault(per_call(c.name), c.data)
         arrays = [self._fits(name, data) for name, data in items.items()]
         if not variables or any(a is None for a in arrays):
             return False
-        for arr, data in zip(arrays, items.values(), strict=True):
-            arr[i] = data
+        try:
+            with quiet_dtypes():
+                for arr, data in zip(arrays, items.values(), strict=True):
+                    arr[i] = data
+        except (TypeError, ValueError):
+            return False  # zarr cannot hold these values: the call goes to an HDF5 payload
         return True
 
     def stored_call(self, i: int) -> tuple[Any, ...] | None:
@@ -184,9 +263,11 @@ class ZarrStore:
         if not os.path.isdir(self.path):
             return None
         root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        with quiet_dtypes():
+            listed = list(root.arrays())
         arrays: dict[str, Any] = {
-            name: arr for name, arr in root.arrays()
-            if not name.endswith("_per_call")
+            name: arr for name, arr in listed
+            if not name.endswith("_per_call") and not name.startswith(RESERVED_PREFIX)
             and (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"
         }
         if not arrays or not self.has_call(i, list(arrays)):

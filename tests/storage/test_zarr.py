@@ -75,3 +75,14 @@ def test_resume_runs_only_the_calls_missing_from_the_store(client: Any, tmp_path
     with xr.open_zarr(run / "vec.zarr") as z:
         assert z.result_0.shape == (8, 4)
     assert not [p for p in os.listdir(run) if p.endswith(".h5")]
+
+
+def test_a_value_equal_to_the_fill_value_still_marks_its_call_done(tmp_path: Any) -> None:
+    # integers fill with 0: a call returning 0 must still write its chunk, or the store
+    # would not know the call is done (resume would run it again)
+    store = ZarrStore(str(tmp_path / "f.zarr"), n_calls=2)
+    store.create()
+    store.ensure_arrays((("result_0", (), "<i8", (), None, None),), templates={})
+    assert store.write(0, to_variables(np.int64(0)))
+    assert store.has_call(0, ["result_0"])
+    assert store.stored_call(0) is not None
