@@ -127,6 +127,9 @@ class VarRecord:
     coords: dict[str, str | None] = field(default_factory=dict)
     # calls whose dims differ from ``dims`` (reported when the run is opened)
     dims_conflicts: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # calls whose dtype no common dtype holds exactly together with ``dtype`` (reported
+    # when the run is opened: stacking them would change their values)
+    dtype_conflicts: dict[int, str] = field(default_factory=dict)
     # per call: offset, length and checksum of the data bytes in its file (-1: unknown)
     spans: np.ndarray | None = None
 
@@ -162,6 +165,8 @@ class VarRecord:
             out["coords"] = dict(self.coords)
         if self.dims_conflicts:
             out["dims_conflicts"] = {str(k): list(v) for k, v in self.dims_conflicts.items()}
+        if self.dtype_conflicts:
+            out["dtype_conflicts"] = {str(k): v for k, v in self.dtype_conflicts.items()}
         if self.spans is not None and (self.spans[:, 1] >= 0).any():
             out["data"] = {"offset": pack_ints(self.spans[:, 0]),
                            "length": pack_ints(self.spans[:, 1]),
@@ -184,6 +189,7 @@ class VarRecord:
             labelled=d.get("labelled", False),
             coords=d.get("coords", {}),
             dims_conflicts={int(k): tuple(v) for k, v in d.get("dims_conflicts", {}).items()},
+            dtype_conflicts={int(k): v for k, v in d.get("dtype_conflicts", {}).items()},
             spans=unpack_spans(d.get("data"), n),
         )
 
@@ -269,8 +275,14 @@ class Manifest:
                                 attrs=dict(attrs or {}), labelled=coords is not None,
                                 coords=dict(coords or {}))
                 self.variables[name] = rec
-            elif dtype != rec.dtype:
-                rec.dtype = _promote(rec.dtype, dtype)
+            elif dtype != rec.dtype or _fields(attrs) != _fields(rec.attrs):
+                # structured layouts of one size share a dtype string: compare the fields
+                same_fields = _fields(attrs) == _fields(rec.attrs)
+                common = _promote(rec.dtype, dtype) if same_fields else None
+                if common is None:
+                    rec.dtype_conflicts[i] = dtype
+                else:
+                    rec.dtype = common
             if tuple(dims) != rec.dims:
                 rec.dims_conflicts[i] = tuple(dims)
             rec.shapes[i] = tuple(shape)
@@ -443,8 +455,33 @@ def _floats(values: np.ndarray) -> list[float | None]:
     return out
 
 
-def _promote(a: str, b: str) -> str:
+def _fields(attrs: dict[str, Any] | None) -> Any:
+    return (attrs or {}).get("_acme_xr_fields")  # storage.values.FIELDS_ATTR
+
+
+def _promote(a: str, b: str) -> str | None:
+    """The dtype that holds every value of dtypes ``a`` and ``b`` exactly, or None.
+
+    Widening within a kind (int32 and int64, float32 and float64), float to complex and
+    integers to a float with mantissa enough for them are exact; anything else (int64 and
+    float64, int64 and uint64, bool and int, datetimes of different units, strings and
+    numbers, structured layouts that differ) is not, and is reported, never cast.
+    """
     da, db = np.dtype(a), np.dtype(b)
-    if da.kind == "U" or db.kind == "U":
+    if da.kind == db.kind == "U":
         return "<U0"
-    return np.result_type(da, db).str
+    if da.kind == db.kind == "S":
+        return np.result_type(da, db).str
+    if da.newbyteorder("=") == db.newbyteorder("=") and da.kind != "V":
+        return da.newbyteorder("=").str
+    if not (da.kind in "iufc" and db.kind in "iufc"):
+        return None
+    common = np.result_type(da, db)
+    for d in (da, db):
+        if d.kind in "iu" and common.kind in "fc":
+            mantissa = np.finfo(common).nmant + 1
+            if d.itemsize * 8 - (d.kind == "i") > mantissa:
+                return None
+        elif d.kind in "iu" and common.kind not in "iu":
+            return None
+    return common.str

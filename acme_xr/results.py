@@ -120,6 +120,16 @@ def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
             f"{name!r} cannot be stacked: call {ref} has dimensions {list(rec.dims)} but {calls}; "
             "give every call's result the same dimension names"
         )
+    if rec.dtype_conflicts:
+        ref = next(i for i, sh in enumerate(rec.shapes)
+                   if sh is not None and i not in rec.dtype_conflicts)
+        calls = ", ".join(f"call {i} returned {np.dtype(d)}"
+                          for i, d in sorted(rec.dtype_conflicts.items())[:5])
+        raise ResultsLayoutError(
+            f"{name!r} cannot be stacked exactly: call {ref} returned {np.dtype(rec.dtype)} but "
+            f"{calls}, and no dtype holds both without changing values. Return one dtype from "
+            "every call, or open each call with acme_xr.open_payload"
+        )
     return rec.shapes
 
 

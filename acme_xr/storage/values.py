@@ -130,6 +130,9 @@ def _as_array(value: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     elif isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, (numbers.Number, str, bytes, np.generic, list)):
+        if _trailing_nul(value):
+            raise NotStorable(f"{what} holds bytes that end in NUL, which numpy's bytes "
+                              "arrays (and HDF5, zarr) drop")
         try:
             arr = np.asarray(value)
         except ValueError as exc:  # ragged nested lists
@@ -293,7 +296,36 @@ def to_variables(result: Any) -> list[Variable]:
     names = [v.name for v in out]
     if len(set(names)) != len(names):
         raise NotStorable(f"return values give the variable names {names} more than once")
+    _check_run_names(out)
     return out
+
+
+# names open_results gives the run itself: a result using one would be shadowed or broken
+RUN_NAMES = ("call", "status")
+
+
+def _check_run_names(variables: list[Variable]) -> None:
+    names = {v.name for v in variables}
+    for v in variables:
+        for kind, used in (("variable", [v.name]), ("dimension", list(v.dims)),
+                           ("coordinate", [c.name for c in v.coords])):
+            clash = [n for n in used if n in RUN_NAMES]
+            if clash:
+                raise NotStorable(
+                    f"the {kind} name {clash[0]!r} of {v.name!r} is the name open_results "
+                    f"gives the run's own {clash[0]} axis or labels; rename it")
+        if f"{v.name}_mask" in names and v.name != f"{v.name}_mask":
+            raise NotStorable(
+                f"the variables {v.name!r} and {v.name + '_mask'!r} clash: open_results names "
+                f"the gaps of {v.name!r} {v.name + '_mask'!r}; rename the second")
+
+
+def _trailing_nul(value: Any) -> bool:
+    if isinstance(value, bytes):
+        return value.endswith(b"\x00")
+    if isinstance(value, list):
+        return any(_trailing_nul(v) for v in value)
+    return False
 
 
 def own_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
