@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import ResultsLayoutError
+from .errors import PayloadCorruptError, ResultsLayoutError
 from .storage.values import DATASET_ATTRS_ATTR, own_attrs
 
 __all__ = ["open_payload"]
@@ -58,6 +58,10 @@ def open_payload(path: str | os.PathLike[str], group: str | None = None) -> xr.D
     ------
     acme_xr.errors.ResultsLayoutError
         ``path`` is not an HDF5 file, or has no such group.
+    acme_xr.errors.PayloadCorruptError
+        ``path`` is an emptied, truncated or damaged payload, or (when the run's
+        ``manifest.json`` is beside it) its size or CRC-32C differs from what its call
+        recorded.
 
     Examples
     --------
@@ -76,17 +80,29 @@ def open_payload(path: str | os.PathLike[str], group: str | None = None) -> xr.D
     from .storage.hdf5 import read_variables
 
     name = os.fspath(path)
+    _check_against_run(name)
     try:
         fh = h5py.File(name, "r")
     except OSError as exc:
+        if _looks_like_hdf5(name):
+            raise PayloadCorruptError(f"{name} cannot be read: damaged ({exc})",
+                                      filename=name) from exc
         raise ResultsLayoutError(f"{name} is not a readable HDF5 payload: {exc}") from exc
     with fh:
         try:
             grp = fh[group] if group else fh
         except KeyError as exc:
-            raise ResultsLayoutError(
-                f"{name} has no group {group!r}; its groups are {sorted(fh)[:10]}") from exc
-        variables = read_variables(grp)
+            if group and group not in fh:
+                raise ResultsLayoutError(
+                    f"{name} has no group {group!r}; its groups are {sorted(fh)[:10]}"
+                ) from exc
+            raise PayloadCorruptError(f"{name} cannot be read: damaged ({exc})",
+                                      filename=name) from exc
+        try:
+            variables = read_variables(grp)
+        except (OSError, KeyError, RuntimeError) as exc:  # HDF5's words for a damaged file
+            raise PayloadCorruptError(f"{name} cannot be read: damaged ({exc})",
+                                      filename=name) from exc
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
     attrs: dict[str, Any] = {}
@@ -100,3 +116,42 @@ def open_payload(path: str | os.PathLike[str], group: str | None = None) -> xr.D
         for c in v.coords:
             coords.setdefault(c.name, xr.Variable(c.dims, c.data, own_attrs(c.attrs)))
     return xr.Dataset(data_vars, coords, attrs)
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _looks_like_hdf5(name: str) -> bool:
+    """An emptied file, or one that starts as HDF5 does: a damaged payload, not a foreign
+    file."""
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(len(_HDF5_SIGNATURE))
+    except OSError:
+        return False
+    return head == b"" or head == _HDF5_SIGNATURE
+
+
+def _check_against_run(name: str) -> None:
+    """Compare a payload with the size and checksum its call recorded, when the run's
+    manifest lies beside it (a payload opened on its own is checked by HDF5 alone)."""
+    from .integrity import file_problem, payload_path
+    from .manifest import Manifest
+
+    run_dir = os.path.dirname(os.path.abspath(name))
+    stem, ext = os.path.splitext(os.path.basename(name))
+    index = stem.rpartition("_")[2]
+    if not index.isdigit() or not os.path.exists(os.path.join(run_dir, "manifest.json")):
+        return
+    try:
+        manifest = Manifest.read(run_dir)
+    except (OSError, ValueError):  # a damaged manifest: nothing to compare with
+        return
+    i = int(index)
+    if i >= manifest.n_inputs or payload_path(manifest, run_dir, i) != os.path.abspath(name):
+        return
+    sums = manifest.sums(i)
+    assert sums is not None  # payload_path is None without them
+    why = file_problem(name, *sums)
+    if why is not None:
+        raise PayloadCorruptError.for_calls({i: (name, why)})

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acme_xr import ParallelMap, open_results
+from acme_xr import ParallelMap, open_payload, open_results
 from acme_xr.errors import ComputeError, MissingPayloadError, PayloadCorruptError
 from acme_xr.manifest import Manifest
 from acme_xr.storage.checksums import checksum, file_sums
@@ -220,6 +220,38 @@ def test_one_flipped_byte_in_any_region_is_caught(pristine: str, tmp_path: Any, 
         with pytest.raises(PayloadCorruptError, match=r"call 1: \S*wave_1\.h5: the data of "
                                                       r"'result_0'.*changed"):
             open_results(out).compute()
+
+
+@pytest.mark.parametrize("damage", ["emptied", "truncated", "superblock", "object header",
+                                    "data"])
+@pytest.mark.parametrize("beside", [True, False], ids=["in its run", "alone"])
+def test_open_payload_names_a_damaged_payload(pristine: str, tmp_path: Any, damage: str,
+                                              beside: bool) -> None:
+    """open_payload raises PayloadCorruptError for a damaged payload (a reviewer saw
+    ResultsLayoutError, a bare h5py KeyError, and changed data returned silently); in its
+    run directory it also compares the file with its recorded size and CRC-32C."""
+    out = str(tmp_path / "run")
+    shutil.copytree(pristine, out)
+    path = os.path.join(out, "wave_1.h5")
+    regions = _regions(path, Manifest.read(out))
+    if damage == "emptied":
+        open(path, "wb").close()
+    elif damage == "truncated":
+        os.truncate(path, os.path.getsize(path) // 2)
+    else:
+        # past the signature: a file whose first bytes are not HDF5's is, alone, a foreign
+        # file (ResultsLayoutError); in its run its checksum names it damaged
+        flip(path, regions[damage][1 if damage in ("data", "superblock") else 0])
+    if not beside:
+        os.remove(os.path.join(out, "manifest.json"))
+        if damage == "data":  # HDF5 alone cannot know the data changed
+            open_payload(path)
+            return
+    with pytest.raises(PayloadCorruptError, match=r"wave_1\.h5"):
+        open_payload(path)
+    # the intact payloads still open
+    assert open_payload(os.path.join(out, "wave_0.h5")).result_0.shape == (
+        expected_result_0().shape[1:])
 
 
 @settings(max_examples=40, deadline=None,
