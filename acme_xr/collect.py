@@ -37,6 +37,7 @@ from . import config
 from .errors import ComputeError, StorageError
 from .layout import RunLayout
 from .manifest import DONE, FAILED, PENDING, Manifest
+from .shipping import unshipped
 from .storage.atomic import SpaceReserve
 from .storage.zarr import ZarrStore
 from .worker import FAILED as CALL_FAILED
@@ -143,13 +144,14 @@ class Collector:
         """
         m = self.manifest
         ran = 0
+        values = unshipped(result.values)
         for k, i in enumerate(result.indices):
             status = result.status[k]
             if status == OK:
                 m.record_done(i, result.fmt[k], result.meta[k], result.host,
                               result.sums[k] if k < len(result.sums) else None)
-                if self.values is not None and result.values is not None:
-                    self.values[i] = result.values[k]
+                if self.values is not None and values is not None:
+                    self.values[i] = values[k]
                 if i in result.retried:
                     log.warning("call %d succeeded on attempt %d; before: %s", i,
                                 result.attempts[k], "; ".join(result.retried[i]))

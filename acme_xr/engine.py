@@ -41,7 +41,7 @@ from . import config
 from .batching import Batcher
 from .errors import InputTypeError
 from .inputs import CallPlan
-from .shipping import dumps, ship_runner, ship_values
+from .shipping import Shipped, dumps, ship_runner, ship_values
 from .worker import BatchResult, Runner
 
 __all__ = ["Batcher", "Chunk", "execute"]
@@ -87,7 +87,12 @@ def _load_runner(blob: bytes) -> _Parcel:
 
 
 def _run_chunk(parcel: _Parcel, chunk: Chunk) -> BatchResult:
-    return parcel.runner.run(chunk.indices, chunk.values)
+    result = parcel.runner.run(chunk.indices, chunk.values)
+    if result.values is not None:
+        # return values travel pickled as cloudpickle pickles them (protocol 5): dask's
+        # own fallback for an object like BatchResult loses e.g. a big-endian dtype
+        result.values = Shipped(result.values)  # type: ignore[assignment]
+    return result
 
 
 class _SysPath:

@@ -170,6 +170,14 @@ class Shipped:
         return (_loads, (self.data, *self.buffers))
 
 
+def unshipped(obj: Any) -> Any:
+    """``obj``, or what a :class:`Shipped` holds when it arrives still wrapped (a client
+    and worker in one process exchange objects without pickling them)."""
+    if isinstance(obj, Shipped):
+        return _loads(obj.data, *obj.buffers)
+    return obj
+
+
 def _unshippable(what: str, exc: BaseException) -> InputTypeError:
     return InputTypeError(
         f"{what} cannot be sent to the dask workers: {type(exc).__name__}: {exc}. Neither "
