@@ -110,7 +110,7 @@ def var_meta(
                     "values": jsonable(c.data),
                     "attrs": jsonable(c.attrs),
                 }
-    dtype_str = "<U0" if np.dtype(dtype).kind in "UO" else np.dtype(dtype).str
+    dtype_str = "<U0" if np.dtype(dtype).kind == "O" else np.dtype(dtype).str
     return (name, tuple(shape), dtype_str, tuple(dims), jsonable(attrs) if attrs else None, tokens)
 
 
@@ -468,8 +468,8 @@ def _promote(a: str, b: str) -> str | None:
     numbers, structured layouts that differ) is not, and is reported, never cast.
     """
     da, db = np.dtype(a), np.dtype(b)
-    if da.kind == db.kind == "U":
-        return "<U0"
+    if da.kind == db.kind == "U":  # <U0: an older manifest, whose strings open as objects
+        return "<U0" if "<U0" in (a, b) else np.result_type(da, db).str
     if da.kind == db.kind == "S":
         return np.result_type(da, db).str
     if da.newbyteorder("=") == db.newbyteorder("=") and da.kind != "V":

@@ -10,7 +10,7 @@ calls they need, read, and close them again (no handle per payload is kept open)
 * Calls that failed, have not run yet, or were pickled have no values (gaps), and the
   ``status`` coordinate says which is which. Every result keeps its dtype: floating-point and
   complex gaps read as NaN, times as NaT, integers as the dtype's most negative value (0 for
-  unsigned), booleans as False, strings (objects of ``str``) as ``""``, bytes as ``b""``. So
+  unsigned), booleans as False, strings (``<U`` of the longest call's string) as ``""``, bytes as ``b""``. So
   that a gap is never taken for a value, a result that is neither floating-point nor
   complex and has gaps also gets the boolean variable ``<name>_mask`` (True: no value).
   ``open_results(..., mask_integers=True)`` instead turns integer and boolean results with
@@ -79,7 +79,9 @@ def _output_dtype(native: np.dtype, gaps: bool, mask_integers: bool) -> tuple[np
     only ``mask_integers`` turns integers and booleans with gaps into float64 with NaN.
     """
     kind = native.kind
-    if kind in "UO":
+    if kind == "U" and native.itemsize:  # the longest string of any call is recorded
+        return native, ""
+    if kind in "UO":  # older manifests record no length: objects of str
         return np.dtype(object), ""
     if kind in "fc":
         return native, np.nan

@@ -459,3 +459,20 @@ def test_values_that_would_come_back_changed_are_pickled_with_a_warning(
         assert back == want
     else:
         xr.testing.assert_identical(back, want)
+
+
+def _text(i: int) -> Any:
+    return np.array(["aé", "☃x"][: i + 1]) if i < 2 else np.array(["longer text"])
+
+
+@pytest.mark.parametrize("mode", DISK_MODES)
+def test_strings_come_back_with_their_unicode_dtype(tmp_path: Any, mode: str) -> None:
+    """'<U' results read back as '<U<longest>', not as objects (a reviewer's find); gaps
+    of a shorter call are '' and named by the mask."""
+    out = str(tmp_path / "r")
+    ParallelMap(_text, [0, 1, 2], output_dir=out, verbose=False,
+                **DISK_MODES[mode]).compute(debug=True)
+    ds = open_results(out).load()
+    assert ds.result_0.dtype == np.dtype("<U11")
+    assert ds.result_0.values[:, :1].ravel().tolist() == ["aé", "aé", "longer text"]
+    assert ds.result_0.values[1].tolist()[:2] == ["aé", "☃x"]
