@@ -12,7 +12,8 @@ calls they need, read, and close them again (no handle per payload is kept open)
   complex gaps read as NaN, times as NaT, integers as the dtype's most negative value (0 for
   unsigned), booleans as False, strings (``<U`` of the longest call's string) as ``""``,
   bytes as ``b""``. So that a gap is never taken for a value, a result that is neither
-  floating-point nor complex and has gaps also gets the boolean variable ``<name>_mask`` (True: no value).
+  floating-point nor complex and has gaps also gets the boolean variable ``<name>_mask``
+  (True: no value).
   ``open_results(..., mask_integers=True)`` instead turns integer and boolean results with
   gaps into float64 with NaN, and warns when a value cannot be held exactly (beyond 2**53).
 * A masked array (:class:`numpy.ma.MaskedArray`) returned by a call keeps its mask: the
