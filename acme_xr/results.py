@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import numpy as np
@@ -115,25 +115,28 @@ def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
             f"({listing}); return arrays of one dimensionality, or open single payloads"
         )
     if rec.dims_conflicts:
-        ref = next(i for i, s in enumerate(rec.shapes)
-                   if s is not None and i not in rec.dims_conflicts)
-        calls = ", ".join(f"call {i} has {list(d)}"
-                          for i, d in sorted(rec.dims_conflicts.items())[:5])
+        ref, calls = _conflicts(rec, rec.dims_conflicts, lambda d: f"has {list(d)}")
         raise ResultsLayoutError(
             f"{name!r} cannot be stacked: call {ref} has dimensions {list(rec.dims)} but {calls}; "
             "give every call's result the same dimension names"
         )
     if rec.dtype_conflicts:
-        ref = next(i for i, sh in enumerate(rec.shapes)
-                   if sh is not None and i not in rec.dtype_conflicts)
-        calls = ", ".join(f"call {i} returned {np.dtype(d)}"
-                          for i, d in sorted(rec.dtype_conflicts.items())[:5])
+        ref, calls = _conflicts(rec, rec.dtype_conflicts, lambda d: f"returned {np.dtype(d)}")
         raise ResultsLayoutError(
             f"{name!r} cannot be stacked exactly: call {ref} returned {np.dtype(rec.dtype)} but "
             f"{calls}, and no dtype holds both without changing values. Return one dtype from "
             "every call, or open each call with acme_xr.open_payload"
         )
     return rec.shapes
+
+
+def _conflicts(rec: VarRecord, conflicts: dict[int, Any],
+               describe: Callable[[Any], str]) -> tuple[int, str]:
+    """(a call that agrees with the record, "call i <describe>, ..." of the first five
+    calls that do not)."""
+    ref = next(i for i, s in enumerate(rec.shapes) if s is not None and i not in conflicts)
+    calls = ", ".join(f"call {i} {describe(d)}" for i, d in sorted(conflicts.items())[:5])
+    return ref, calls
 
 
 def _template_array(tpl: dict[str, Any]) -> np.ndarray:
