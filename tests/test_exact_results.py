@@ -476,3 +476,17 @@ def test_strings_come_back_with_their_unicode_dtype(tmp_path: Any, mode: str) ->
     assert ds.result_0.dtype == np.dtype("<U11")
     assert ds.result_0.values[:, :1].ravel().tolist() == ["aé", "aé", "longer text"]
     assert ds.result_0.values[1].tolist()[:2] == ["aé", "☃x"]
+
+
+def _dims(i: int) -> Any:
+    return xr.DataArray([1.0, 2.0], dims="x" if i != 2 else "y")
+
+
+def test_calls_whose_dimension_names_differ_are_refused_at_open(tmp_path: Any) -> None:
+    from acme_xr.errors import ResultsLayoutError
+
+    out = str(tmp_path / "r")
+    ParallelMap(_dims, [0, 1, 2], output_dir=out, verbose=False).compute(debug=True)
+    with pytest.raises(ResultsLayoutError, match=r"call 0 has dimensions \['x'\] but call 2 "
+                                                 r"has \['y'\]; give every call's result"):
+        open_results(out)
