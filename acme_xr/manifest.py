@@ -16,6 +16,14 @@ are all equal is ``{"all": value}``; checksums are ``{"u4_base64": ...}`` (littl
 uint32, 0 where not recorded). The header's ``checksum``
 names the algorithm (``"crc32c"``). Version 1 manifests still open (nothing is checked).
 
+With the spans, a variable records ``raw_dtype``: the dtype of the bytes at the spans (the
+payload's encoding: ``|u1`` for booleans, ``<i8`` for times, the call's own byte order),
+``""`` where they are no plain array (strings, structured); ``raw_dtypes`` lists the calls
+whose bytes have another one. :meth:`VarRecord.range` combines them for byte-range readers.
+Version 3 is written only when a size or span is recorded without its checksum
+(``acme_xr.payload.checksums`` off): the checksum columns then hold -1 there, which readers
+of version 2 would take for a checksum. Other manifests stay version 2.
+
 Examples
 --------
 >>> m = Manifest.new(n_inputs=2, header={"func": {"name": "f"}})
@@ -38,6 +46,7 @@ import numpy as np
 from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
 from .storage.atomic import write_json
 from .storage.checksums import Sums, pack_crcs, pack_ints, unpack_file_sums, unpack_spans
+from .storage.ranges import stored_dtype
 from .storage.values import Coord, token
 
 __all__ = [
@@ -48,7 +57,8 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "acme_xr-manifest"
 # 2: per-call payload sizes and checksums (calls.size, calls.checksum, variables' data
 # spans; header "checksum" names the algorithm, "payload_format" the payload layout)
-FORMAT_VERSION = 2
+# 3: sizes and spans may be recorded without a checksum (-1); written only then
+FORMAT_VERSION = 3
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = ("pending", "done", "failed")
@@ -132,6 +142,10 @@ class VarRecord:
     dtype_conflicts: dict[int, str] = field(default_factory=dict)
     # per call: offset, length and checksum of the data bytes in its file (-1: unknown)
     spans: np.ndarray | None = None
+    # dtype of the bytes at the spans ("": no plain array; None: not recorded, the
+    # manifest predates it) and the calls whose bytes have another one
+    raw: str | None = None
+    raw_calls: dict[int, str] = field(default_factory=dict)
 
     def set_span(self, i: int, span: tuple[int, int, int] | None) -> None:
         if span is None:
@@ -148,6 +162,48 @@ class VarRecord:
             return None
         offset, length, crc = self.spans[i].tolist()
         return offset, length, crc
+
+    def set_raw(self, i: int, dtype: str) -> None:
+        """Record the dtype of call ``i``'s bytes at its span ("" when no plain array)."""
+        if self.raw is None:
+            self.raw = dtype
+        if dtype == self.raw:
+            self.raw_calls.pop(i, None)
+        else:
+            self.raw_calls[i] = dtype
+
+    def range(self, i: int) -> tuple[int, int, np.dtype] | None:
+        """Where call ``i``'s values are in its payload file, as one plain array.
+
+        Returns
+        -------
+        (offset, length, dtype) or None
+            ``length`` bytes at ``offset`` are the C-ordered values of shape
+            ``shapes[i]`` in ``dtype``: the stored dtype, which may differ from the
+            decoded :attr:`dtype` (the run's common dtype; ``|u1`` for booleans, ``<i8``
+            for datetimes, the call's own width and byte order). None when the call has
+            no such bytes: no value, no span recorded (chunked or empty data, a zarr store,
+            a single_file container, a manifest that predates ranges) or bytes that are no
+            plain array (variable-length strings, structured values).
+
+        Examples
+        --------
+        >>> rec = VarRecord("<f8", ("x",), [(2,)])
+        >>> rec.set_span(0, (2048, 16, -1)); rec.set_raw(0, ">f8")
+        >>> rec.range(0)
+        (2048, 16, dtype('>f8'))
+        """
+        shape = self.shapes[i]
+        if shape is None or self.spans is None or self.spans[i, 1] <= 0:
+            return None
+        raw = self.raw_calls.get(i, self.raw)
+        if not raw:
+            return None
+        dtype = np.dtype(raw)
+        offset, length = int(self.spans[i, 0]), int(self.spans[i, 1])
+        if length != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            return None  # not the bytes of this shape: never guess
+        return offset, length, dtype
 
     def to_dict(self) -> dict[str, Any]:
         present = [s for s in self.shapes if s is not None]
@@ -170,11 +226,23 @@ class VarRecord:
         if self.spans is not None and (self.spans[:, 1] >= 0).any():
             out["data"] = {"offset": pack_ints(self.spans[:, 0]),
                            "length": pack_ints(self.spans[:, 1]),
-                           "checksum": pack_crcs(self.spans[:, 2])}
+                           "checksum": _pack_crcs(self.spans[:, 2], self.spans[:, 1])}
+            if self.raw is not None:
+                out["raw_dtype"] = self.raw
+            if self.raw_calls:
+                out["raw_dtypes"] = {str(k): v for k, v in sorted(self.raw_calls.items())}
         return out
+
+    def unchecked(self) -> bool:
+        """Whether some recorded span has no checksum (a format 3 manifest)."""
+        return self.spans is not None and bool(
+            ((self.spans[:, 1] >= 0) & (self.spans[:, 2] < 0)).any())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], n: int) -> VarRecord:
+        spans = unpack_spans(d.get("data"), n)
+        # spans of a manifest that predates raw dtypes: their bytes' dtype is unknown
+        raw = d.get("raw_dtype", None if spans is None else "")
         if "shapes" in d:
             shapes = [None if s is None else tuple(s) for s in d["shapes"]]
         else:
@@ -190,7 +258,9 @@ class VarRecord:
             coords=d.get("coords", {}),
             dims_conflicts={int(k): tuple(v) for k, v in d.get("dims_conflicts", {}).items()},
             dtype_conflicts={int(k): v for k, v in d.get("dtype_conflicts", {}).items()},
-            spans=unpack_spans(d.get("data"), n),
+            spans=spans,
+            raw=raw,
+            raw_calls={int(k): v for k, v in d.get("raw_dtypes", {}).items()},
         )
 
 
@@ -286,7 +356,11 @@ class Manifest:
             if tuple(dims) != rec.dims:
                 rec.dims_conflicts[i] = tuple(dims)
             rec.shapes[i] = tuple(shape)
-            rec.set_span(i, spans[k] if k < len(spans) else None)
+            span = spans[k] if k < len(spans) else None
+            rec.set_span(i, span)
+            if span is not None:  # the writer's encoding of this call's own dtype
+                raw = stored_dtype(np.dtype(dtype))
+                rec.set_raw(i, "" if raw is None else raw.str)
             for cname, tok in (coords or {}).items():
                 if rec.coords.get(cname, tok) != tok:
                     rec.coords[cname] = None
@@ -336,7 +410,8 @@ class Manifest:
         host_ix = {h: k for k, h in enumerate(hosts)}
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # the oldest version that holds it: readers of version 2 open most runs
+            "format_version": FORMAT_VERSION if self._unchecked() else 2,
             **self.header,
             "n_inputs": self.n_inputs,
             "state": self.state,
@@ -360,7 +435,12 @@ class Manifest:
     def _sums_columns(self) -> dict[str, Any]:
         if not (self.size >= 0).any():
             return {}
-        return {"size": pack_ints(self.size), "checksum": pack_crcs(self.checksum)}
+        return {"size": pack_ints(self.size), "checksum": _pack_crcs(self.checksum, self.size)}
+
+    def _unchecked(self) -> bool:
+        """Whether a size or span is recorded without its checksum (format 3)."""
+        return bool(((self.size >= 0) & (self.checksum < 0)).any()) or any(
+            rec.unchecked() for rec in self.variables.values())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
@@ -443,6 +523,14 @@ class Manifest:
             raise ManifestCorruptError(
                 f"the run manifest {path} is incomplete or damaged ({type(exc).__name__}: "
                 f"{exc})") from exc
+
+
+def _pack_crcs(crcs: np.ndarray, recorded: np.ndarray) -> Any:
+    """Checksums as base64 when every recorded entry has one, else as ints with -1 (format
+    3: base64 has no room for "none")."""
+    if ((recorded >= 0) & (crcs < 0)).any():
+        return pack_ints(crcs)
+    return pack_crcs(crcs)
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -13,7 +13,7 @@ Examples
 >>> from acme_xr.storage.values import to_variables
 >>> path = os.path.join(tempfile.mkdtemp(), "f_0.h5")
 >>> da = xr.DataArray([1.0, 2.0], dims="time", coords={"time": [0.1, 0.2]})
->>> write_payload(path, to_variables((da, 7)))
+>>> _ = write_payload(path, to_variables((da, 7)))
 >>> ds = open_payload(path)
 >>> ds.result_0.dims, ds.time.values.tolist(), int(ds.result_1)
 (('time',), [0.1, 0.2], 7)

@@ -92,8 +92,11 @@ def test_checksums_can_be_switched_off(client: Any, tmp_path: Any) -> None:
     with dask.config.set({"acme_xr.payload.checksums": False}):
         make_run(out)
     m = manifest(out)
-    assert m["checksum"] is None and "size" not in m["calls"]
-    assert "data" not in m["variables"]["result_0"]
+    # no checksums; sizes and data spans stay (the byte-range reader needs them), so the
+    # manifest is format 3, whose -1 checksums readers of format 2 would take for sums
+    assert m["checksum"] is None and m["format_version"] == 3
+    assert m["calls"]["checksum"] == {"all": -1} and -1 not in m["calls"]["size"]
+    assert m["variables"]["result_0"]["data"]["checksum"] == {"all": -1}
     np.testing.assert_array_equal(open_results(out).result_0.values, expected_result_0())
 
 
@@ -170,11 +173,17 @@ def test_a_missing_payload_is_a_payload_corrupt_error_too(client: Any, tmp_path:
 
 def test_a_damaged_payload_of_a_run_without_checksums_names_file_and_call(
         client: Any, tmp_path: Any) -> None:
-    # runs written before checksums (or with them off): HDF5's own error, with file and call
+    # with checksums off the size is still recorded and compared
     out = str(tmp_path / "run")
     with dask.config.set({"acme_xr.payload.checksums": False}):
         make_run(out)
     open(os.path.join(out, "wave_2.h5"), "wb").close()
+    with pytest.raises(PayloadCorruptError, match=r"call 2: \S*wave_2\.h5: 0 bytes.*emptied"):
+        open_results(out).result_0.load()
+    # runs written before checksums (no size recorded): HDF5's own error, with file and call
+    run = Manifest.read(out)
+    run.forget_sums(2)
+    run.write(out)
     with pytest.raises(PayloadCorruptError, match=r"call 2: \S*wave_2\.h5: HDF5 cannot read"):
         open_results(out).result_0.load()
 

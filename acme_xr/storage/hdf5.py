@@ -17,7 +17,7 @@ Examples
 >>> import os, tempfile, numpy as np
 >>> from acme_xr.storage.values import to_variables
 >>> path = os.path.join(tempfile.mkdtemp(), "f_0.h5")
->>> write_payload(path, to_variables((np.arange(3.0), 7)))
+>>> sums = write_payload(path, to_variables((np.arange(3.0), 7)))
 >>> [m[0] for m in describe_payload(path)]
 ['result_0', 'result_1']
 >>> import h5py
@@ -152,12 +152,14 @@ def _set_attrs(obj: h5py.HLObject, attrs: dict[str, Any], what: str) -> None:
 
 
 def write_payload(path: str, variables: Sequence[Variable], *,
-                  checksums: bool = False) -> Sums | None:
+                  checksums: bool = False) -> Sums:
     """Write one call's variables to a new HDF5 file at ``path``, atomically.
 
-    With ``checksums``, return the file's :class:`~acme_xr.storage.checksums.Sums`: its
-    size, the CRC-32C of the whole file and of each variable's data bytes at their offset
-    (None for a variable whose data is not one contiguous, unfiltered block).
+    Return the file's :class:`~acme_xr.storage.checksums.Sums`: its size and, per
+    variable, the (offset, length) of its data bytes in the file (None for a variable whose
+    data is not one contiguous, unfiltered block), which byte-range readers use. With
+    ``checksums`` also the CRC-32C of the whole file and of each variable's data bytes;
+    without, each is -1.
 
     Raises
     ------
@@ -173,14 +175,23 @@ def write_payload(path: str, variables: Sequence[Variable], *,
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as out:
                 out.write(image)
-        return Sums.of_image(image, tuple(spans)) if checksums else None
+        if checksums:
+            return Sums.of_image(image, tuple(spans))
+        return _unchecked(len(image), spans)
     with atomic_path(path) as tmp:
         with h5py.File(_new_file(tmp.encode())) as fh:
             _fill(fh, variables)
             fh.flush()
             spans = _spans(fh, variables)
         # too large to build in memory: checksum what reached the file (from the page cache)
-        return _sums_of_file(tmp, spans) if checksums else None
+        return _sums_of_file(tmp, spans) if checksums else _unchecked(
+            os.path.getsize(tmp), spans)
+
+
+def _unchecked(size: int, spans: Sequence[tuple[int, int] | None]) -> Sums:
+    """Sums without checksums (-1): the size and data spans still let a reader find the
+    bytes of each variable, and tell a file rewritten since (another size) from it."""
+    return Sums(size, -1, tuple(None if s is None else (s[0], s[1], -1) for s in spans))
 
 
 def _spans(fh: h5py.Group, variables: Sequence[Variable]) -> list[tuple[int, int] | None]:

@@ -204,7 +204,7 @@ def read_payload(path: str) -> dict[str, np.ndarray]:
     >>> from acme_xr.storage.values import to_variables
     >>> from acme_xr.storage.hdf5 import write_payload
     >>> p = os.path.join(tempfile.mkdtemp(), "f_0.h5")
-    >>> write_payload(p, to_variables(("text", True)))
+    >>> _ = write_payload(p, to_variables(("text", True)))
     >>> read_payload(p)
     {'result_0': array('text', dtype='<U4'), 'result_1': array(True)}
     """
@@ -224,7 +224,7 @@ def read_variables(grp: h5py.Group) -> list[Variable]:
     >>> from acme_xr.storage.values import to_variables
     >>> from acme_xr.storage.hdf5 import write_payload
     >>> p = os.path.join(tempfile.mkdtemp(), "f_0.h5")
-    >>> write_payload(p, to_variables(np.eye(2)))
+    >>> _ = write_payload(p, to_variables(np.eye(2)))
     >>> with h5py.File(p) as fh:
     ...     [(v.key, v.name, v.dims) for v in read_variables(fh)]
     [('result_0', 'result_0', ('result_0_dim_0', 'result_0_dim_1'))]
