@@ -39,6 +39,8 @@ __all__ = ["CallStackArray"]
 
 _HDF5_READS = threading.Lock()
 _EXACT = 2**53  # integers up to this size are exact in float64
+# bytes read by range per copy into the output: a block costs at most this much more memory
+_GROUP_BYTES = 4 * 2**20
 
 
 def _outer_index(arr: np.ndarray, key: tuple[Any, ...]) -> np.ndarray:
@@ -193,47 +195,52 @@ class CallStackArray(BackendArray):
         rows = np.flatnonzero(table.usable[calls] & ~self.in_store[calls])
         if not len(rows):
             return None
-        whole = all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
-                    for k, n in zip(rest, self.maxshape, strict=True))
-        flat = out.reshape(len(calls), -1) if whole else None  # a view: ``out`` is new
+        cs = calls[rows]
+        codes = table.codes[cs]
+        itemsize = np.array([d.itemsize for d in table.dtypes], np.int64)[codes]
+        shapes = [self.shapes[c] for c in cs.tolist()]
+        uniform = all(s == self.maxshape for s in shapes)
+        counts = (np.full(len(cs), math.prod(self.maxshape)) if uniform else
+                  np.array([-1 if s is None else math.prod(s) for s in shapes], np.int64))
+        # a call whose length is not its shape's bytes is left to h5py: never guessed
+        ok = table.spans[cs, 1] == counts * itemsize
+        rows, cs, codes = rows[ok], cs[ok], codes[ok]
         prefix, pattern = os.path.join(self.run_dir, ""), self.header["payload"]
-        itemsize = [d.itemsize for d in table.dtypes]
-        as_is = [d == self.dtype for d in table.dtypes]  # bytes that go straight into ``out``
-        picked: list[int] = []
-        paths: list[str] = []
-        into: list[np.ndarray | None] = []
-        for j, c, length, code in zip(rows.tolist(), calls[rows].tolist(),
-                                      table.spans[calls[rows], 1].tolist(),
-                                      table.codes[calls[rows]].tolist(), strict=True):
-            shape = self.shapes[c]
-            if shape is None or math.prod(shape) * itemsize[code] != length:
-                continue  # not this shape's bytes: h5py reads it
-            picked.append(j)
-            paths.append(prefix + pattern.format(i=c))
-            into.append(flat[j] if flat is not None and as_is[code] and shape == self.maxshape
-                        else None)
-        got = table.read_many(calls[picked].tolist(), paths, into)
-        kind = self.native.kind
-        for j, data in zip(picked, got, strict=True):
-            if data is None:
-                continue  # read straight into ``out``
-            c = int(calls[j])
-            shape = self.shapes[c]
-            data = data.reshape(shape)
-            # undo the payload's encodings as hdf5.decode does
-            if kind == "b":
-                data = data.astype(bool)
-            elif kind in "Mm":
-                data = data.view(self.native)
-            self._check_exact(data, [c], inexact)
-            if flat is not None and shape == self.maxshape:
-                flat[j] = data.reshape(-1)
-            else:
-                out[j] = _outer_index(self._pad(data), rest)
-        count("range", len(picked))
+        if uniform:
+            # one array per group of calls: the per-call cost is the reads alone
+            step = max(1, _GROUP_BYTES // max(1, int(table.spans[cs[0], 1]) if len(cs) else 1))
+            for k in np.unique(codes).tolist():
+                mine = np.flatnonzero(codes == k)
+                for start in range(0, len(mine), step):
+                    part = mine[start:start + step]
+                    calls_part = cs[part].tolist()
+                    data = table.read_many(calls_part,
+                                           [prefix + pattern.format(i=c) for c in calls_part])
+                    arr = np.frombuffer(b"".join(data), table.dtypes[k]).reshape(
+                        len(part), *self.maxshape)
+                    arr = self._decoded(arr)
+                    self._check_exact(arr, calls_part, inexact)
+                    out[rows[part]] = _outer_index(arr, (slice(None), *rest))
+        else:
+            calls_ok = cs.tolist()
+            data = table.read_many(calls_ok, [prefix + pattern.format(i=c) for c in calls_ok])
+            for j, c, raw, k in zip(rows.tolist(), calls_ok, data, codes.tolist(),
+                                    strict=True):
+                arr = self._decoded(np.frombuffer(raw, table.dtypes[k]).reshape(self.shapes[c]))
+                self._check_exact(arr, [c], inexact)
+                out[j] = _outer_index(self._pad(arr), rest)
+        count("range", len(rows))
         done = np.zeros(len(calls), bool)
-        done[picked] = True
+        done[rows] = True
         return done
+
+    def _decoded(self, arr: np.ndarray) -> np.ndarray:
+        """Undo the payload's encodings of stored values, as hdf5.decode does."""
+        if self.native.kind == "b":
+            return arr.astype(bool)
+        if self.native.kind in "Mm":
+            return arr.view(self.native)
+        return arr
 
     def _check_exact(self, data: np.ndarray, calls: Any, inexact: list[int]) -> None:
         """Add to ``inexact`` the calls whose integers float64 would round."""

@@ -9,12 +9,13 @@ global lock: blocks read in parallel from threads and processes alike.
 
 Each read opens the file, compares its size (``fstat`` on the same descriptor) with the size
 recorded at writing, reads the bytes, closes it, and compares their CRC-32C with the
-recorded one, if any: a payload that is not the one its call wrote raises
-:class:`~acme_xr.errors.PayloadCorruptError` naming the file and the call, as the h5py path
-does (:func:`acme_xr.integrity.check_read`). Calls without a recorded range (chunked,
-compressed, variable-length or empty data, masked floats, ACME-written runs, a single_file
-container, the zarr store, manifests that predate ranges) are read with h5py or zarr as
-before; so is everything when ``acme_xr.read.byte-ranges`` is false.
+recorded one, if any; a block's bytes then become its array with one copy. A payload that is
+not the one its call wrote raises :class:`~acme_xr.errors.PayloadCorruptError` naming the
+file and the call, as the h5py path does (:func:`acme_xr.integrity.check_read`). Calls
+without a recorded range (chunked, compressed, variable-length or empty data, masked floats,
+ACME-written runs, a single_file container, the zarr store, manifests that predate ranges)
+are read with h5py or zarr as before; so is everything when ``acme_xr.read.byte-ranges`` is
+false.
 
 Examples
 --------
@@ -152,9 +153,8 @@ class Ranges:
         """The dtype of call ``c``'s bytes (a call with :attr:`usable` set)."""
         return self.dtypes[self.codes[c]]
 
-    def read(self, c: int, path: str, into: np.ndarray | None = None) -> np.ndarray | None:
-        """Call ``c``'s bytes from ``path`` as a flat array of its stored dtype, or read
-        straight into ``into`` (a C-contiguous array of that dtype and as many bytes).
+    def read(self, c: int, path: str) -> np.ndarray:
+        """Call ``c``'s bytes from ``path`` as a flat array of its stored dtype.
 
         Raises
         ------
@@ -163,35 +163,26 @@ class Ranges:
         MissingPayloadError
             The file is gone.
         """
-        return self.read_many([c], [path], [into])[0]
+        return np.frombuffer(self.read_many([c], [path])[0], self.dtype(c))
 
-    def read_many(self, calls: list[int], paths: list[str],
-                  into: list[np.ndarray | None]) -> list[np.ndarray | None]:
-        """:meth:`read` for each of ``calls`` in turn (one loop: the per-call cost is
-        what a block of thousands of tiny payloads is made of)."""
+    def read_many(self, calls: list[int], paths: list[str]) -> list[bytes]:
+        """The bytes of each of ``calls`` (see :meth:`read`), in one loop: the per-call cost
+        is what a block of thousands of tiny payloads is made of."""
         spans = self.spans[calls].tolist()
         sizes = self.sizes[calls].tolist()
-        codes = self.codes[calls].tolist()
-        dtypes = self.dtypes
         crc32c = google_crc32c.value
-        out: list[np.ndarray | None] = []
-        for c, path, dest, (offset, length, crc), size, code in zip(
-                calls, paths, into, spans, sizes, codes, strict=True):
+        out: list[bytes] = []
+        for c, path, (offset, length, crc), size in zip(calls, paths, spans, sizes,
+                                                        strict=True):
             try:
                 fd = os.open(path, _O_RDONLY)
             except OSError as exc:
                 raise _unreadable(c, path, exc) from exc
-            data: bytes | np.ndarray = b""
-            got = 0
+            data = b""
             try:
                 actual = os.fstat(fd).st_size
-                if actual == size and dest is not None:
-                    # no copy: the kernel fills ``dest``
-                    got = os.preadv(fd, [dest], offset)  # type: ignore[list-item]
-                    data = dest
-                elif actual == size:
+                if actual == size:
                     data = os.pread(fd, length, offset)
-                    got = len(data)
             except OSError as exc:
                 raise _unreadable(c, path, exc) from exc
             finally:
@@ -200,16 +191,15 @@ class Ranges:
                 from ..integrity import size_problem
 
                 raise PayloadCorruptError.for_calls({c: (path, size_problem(actual, size))})
-            if got != length:  # the size matched: only a file changed meanwhile gets here
+            if len(data) != length:  # the size matched: only a file changed meanwhile
                 raise PayloadCorruptError.for_calls({c: (
-                    path, f"{got} of the {length} bytes of {self.name!r} at {offset} read: "
-                          "truncated")})
+                    path, f"{len(data)} of the {length} bytes of {self.name!r} at {offset} "
+                          "read: truncated")})
             if crc >= 0 and crc32c(data) != crc:
                 raise PayloadCorruptError.for_calls({c: (
                     path, f"the data of {self.name!r} (bytes {offset} to {offset + length}) "
                           f"have checksum {crc32c(data):08x}, {crc:08x} recorded: changed")})
-            out.append(None if dest is not None else np.frombuffer(
-                data, dtypes[code]))  # type: ignore[arg-type]
+            out.append(data)
         return out
 
 
