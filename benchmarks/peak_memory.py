@@ -1,6 +1,9 @@
 """Peak memory of one aggregation in a fresh process; prints one JSON line.
 
-Usage: python peak_memory.py {open_results|h5py_loop} RUN_DIR STEM N_CALLS
+Usage: python peak_memory.py {open_results|h5py_loop} RUN_DIR STEM N_CALLS [NAMES]
+
+NAMES (comma-separated, open_results only): the variables whose ``.mean()`` is computed
+(issue 11); without it, ``result_0.mean("call")`` (issue 3).
 
 After the imports the kernel's peak-RSS counter (VmHWM) is reset through
 /proc/self/clear_refs, so ``peak_rss_MB - base_rss_MB`` is what the aggregation itself
@@ -45,7 +48,10 @@ def main() -> None:
     except OSError:
         reset = False  # VmHWM then counts from process start: an upper bound
     t0 = time.perf_counter()
-    if mode == "open_results":
+    if mode == "open_results" and len(sys.argv) > 5:
+        ds = readers.open_results(run_dir)
+        mean = numpy.array([float(ds[name].mean().compute()) for name in sys.argv[5].split(",")])
+    elif mode == "open_results":
         mean = readers.open_results_mean(run_dir)
     else:
         mean = readers.h5py_mean(readers.payload_paths(run_dir, stem, n))

@@ -194,6 +194,51 @@ def _per_call_ratio(group: str, big: str, small: str) -> Callable[[], Any]:
     return value
 
 
+def _r1(prefix: str, num: str, den: str, fmt: str = "{:.2f}x") -> Callable[[], Any]:
+    """A ratio of two contenders in the issue-11 group whose name starts with ``prefix``
+    (its name carries the number of calls, which ACME_XR_BENCH_R1_SCALE changes)."""
+    def value() -> tuple[float, str] | None:
+        group = next((g for g in GROUPS if g.startswith(prefix)), None)
+        return None if group is None else _ratio((group, num), (group, den), fmt)()
+
+    return value
+
+
+def _r1_max(prefix: str, key: str | None = None) -> Callable[[], Any]:
+    """The largest median (or extra ``key``) of the issue-11 rows whose group or contender
+    starts with ``prefix``."""
+    def value() -> tuple[float, str] | None:
+        found = [(r.extra[key] if key else r.median, f"{g} / {c}") for (g, c), r in ROWS.items()
+                 if g.startswith("R1") and (g.startswith(prefix) or c.startswith(prefix))
+                 and (key is None or key in r.extra)]
+        if not found:
+            return None
+        v, where = max(found)
+        return float(v), f"{v:.3g} ({where})"
+
+    return value
+
+
+def _r1_goals() -> list[Goal]:
+    # the contenders of benchmarks/test_r1_read_floor.py
+    floor, h5py, acme_xr = "pread floor (open+pread+close)", "h5py loop", \
+        "open_results(...).mean()"
+    out = []
+    for key in ("tiny", "cells"):
+        out += [
+            Goal("11", f"R1 {key}: open_results mean within 2x the pread floor",
+                 _r1(f"R1 read {key}", acme_xr, floor), lambda r: r <= 2),
+            Goal("11", f"R1 {key}: open_results mean >= 10x faster than the h5py loop",
+                 _r1(f"R1 read {key}", h5py, acme_xr), lambda r: r >= 10),
+        ]
+    return out + [
+        Goal("11", "R1: opening a run under 0.3 s (the slower run)",
+             _r1_max("R1 open"), lambda v: v < 0.3),
+        Goal("11", "R1: peak memory of open_results + means under 300 MB (RSS rise)",
+             _r1_max("open_results + means", "rss_rise_MB"), lambda v: v < 300),
+    ]
+
+
 def goals() -> list[Goal]:
     from contenders import ACME_XR, DASK_MAP, ESI_ACME, FLOOR
 
@@ -249,6 +294,7 @@ def goals() -> list[Goal]:
         Goal("3", "peak memory of open + mean under 500 MB (RSS rise in a fresh process)",
              _extra("I3 peak memory", "open_results + mean", "rss_rise_MB", "{:.0f} MB"),
              lambda v: v < 500),
+        *(_r1_goals() if any(g.startswith("R1") for g in GROUPS) else []),
     ]
 
 
@@ -305,7 +351,7 @@ def render() -> list[str]:
         lines.append("Not measured:")
         lines.extend(f"  - {n}" for n in NOTES)
     lines.append("")
-    lines.append("Goals (issues 2, 3, 5); medians, measured in this run:")
+    lines.append("Goals (issues 2, 3, 5, 11); medians, measured in this run:")
     for g in goals():
         v = g.value()
         status = "not measured" if v is None else ("MET" if g.ok(v[0]) else "MISSED")

@@ -21,6 +21,7 @@ __all__ = [
     "write_block",
     "write_blocks",
     "cells",
+    "full4",
     "worker_rss",
     "collect_garbage",
     "warm_imports",
@@ -80,6 +81,11 @@ def cells(i: int) -> tuple[np.ndarray, np.ndarray]:
     """Issue 3's call: ``result_0`` (8, 16) float64 and ``result_1`` (3,) int64."""
     rng = np.random.default_rng(i)
     return rng.standard_normal((8, 16)), np.arange(3, dtype=np.int64) + i
+
+
+def full4(x: int) -> np.ndarray:
+    """Issue 11's tiny call: ``f(x) = np.full(4, x)``."""
+    return np.full(4, x)
 
 
 def worker_rss() -> int:
