@@ -151,6 +151,7 @@ class VarRecord:
         if span is None:
             if self.spans is not None:
                 self.spans[i] = -1
+            self.raw_calls.pop(i, None)
             return
         if self.spans is None:
             self.spans = np.full((len(self.shapes), 3), -1, np.int64)

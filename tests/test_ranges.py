@@ -131,6 +131,19 @@ def test_a_gap_reads_as_its_fill_beside_ranges(tmp_path: Any) -> None:
     assert ds.result_0_mask.values[:, 2].tolist() == [False, False, True, True]
 
 
+@pytest.mark.parametrize("mode", [{"single_file": True}, {"storage": "zarr"}],
+                         ids=["single_file", "zarr"])
+def test_runs_without_payload_ranges_read_as_before(tmp_path: Any, mode: dict[str, Any]) -> None:
+    # a single_file container's groups and the zarr store's chunks have no recorded range
+    out = str(tmp_path / "run")
+    ParallelMap(cells, list(range(4)), output_dir=out, verbose=False, **mode).compute(debug=True)
+    assert all(rec.range(i) is None for rec in Manifest.read(out).variables.values()
+               for i in range(4))
+    ds, ways = counted(lambda: opened(out).load())
+    assert ways["range"] == 0
+    np.testing.assert_array_equal(ds.result_0.values, expected()[0][:4])
+
+
 # -- (b) a payload rewritten with another layout ----------------------------------------------
 
 def relayout(path: str) -> None:
