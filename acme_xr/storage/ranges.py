@@ -47,7 +47,7 @@ from ..errors import PayloadCorruptError
 if TYPE_CHECKING:
     from ..manifest import VarRecord
 
-__all__ = ["Ranges", "stored_dtype", "read_counts"]
+__all__ = ["Ranges", "stored_dtype", "read_counts", "count"]
 
 _O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _counts: Counter[str] = Counter()
@@ -132,6 +132,8 @@ class Ranges:
     def of(cls, rec: VarRecord, sizes: np.ndarray | None, name: str) -> Ranges | None:
         """The table of variable ``rec`` (None: no call has a usable range)."""
         if rec.spans is None or sizes is None or not rec.raw and not rec.raw_calls:
+            return None
+        if not hasattr(os, "pread"):  # not on Windows: h5py reads everything there
             return None
         dtypes: list[np.dtype] = []
 
