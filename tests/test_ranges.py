@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from typing import Any
 
 import dask
@@ -21,13 +22,14 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acme_xr import ParallelMap, open_results
+from acme_xr import ParallelMap, callstack, open_results
 from acme_xr.errors import MissingPayloadError, PayloadCorruptError
 from acme_xr.manifest import Manifest
 from acme_xr.results import build_dataset
 from acme_xr.storage.checksums import Sums
 from acme_xr.storage.ranges import read_counts
 
+from .deadline import fails_after
 from .test_contract import runs
 from .test_ranges_recorded import write_run
 
@@ -252,6 +254,27 @@ def test_threads_processes_and_a_cluster_read_the_same_values(run: str, client: 
     got = client.compute(ds).result()  # worker processes of a LocalCluster
     np.testing.assert_array_equal(got.result_0.values, want[0])
     np.testing.assert_array_equal(got.result_1.values, want[1])
+
+
+def test_reads_by_range_never_wait_for_the_hdf5_lock(run: str) -> None:
+    # another thread holds the lock h5py reads take (say, reading a big payload) meanwhile
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with callstack._HDF5_READS:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        with fails_after(60):  # a bound on a hang, not a timing
+            got = opened(run).result_0.compute(scheduler="sync")
+    finally:
+        release.set()
+        holder.join()
+    np.testing.assert_array_equal(got.values, expected()[0])
 
 
 # -- dask blocks --------------------------------------------------------------------------------
