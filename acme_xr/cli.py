@@ -40,7 +40,8 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     "kerchunk parquet (.parq, .parquet) or an icechunk repository (.icechunk).")
     export.add_argument("run_dir", metavar="DIR", help="the run directory (acme_xr or ACME)")
     export.add_argument("out", metavar="OUT", help="where to write (must not exist)")
-    export.add_argument("--format", choices=["json", "parquet", "icechunk"], default=None,
+    # checked by write_references, so that a bad one is the same one-line error as the rest
+    export.add_argument("--format", default=None, metavar="{json,parquet,icechunk}",
                         help="the format (default: from the suffix of OUT)")
 
 
@@ -50,7 +51,7 @@ def _export(args: argparse.Namespace) -> int:
 
     try:
         out = write_references(args.run_dir, args.out, format=args.format)
-    except AcmeXrError as exc:  # bad input: one line, no traceback
+    except (AcmeXrError, OSError) as exc:  # bad input, unwritable OUT: one line, no traceback
         print(f"acme-xr export: error: {exc}", file=sys.stderr)
         return 1
     print(out)

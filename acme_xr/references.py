@@ -41,6 +41,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Hashable
 from typing import Any
@@ -62,7 +63,7 @@ FORMATS = {"json": (".json",), "parquet": (".parq", ".parquet"), "icechunk": (".
 
 
 def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[str],
-                     format: str | None = None) -> str:  # noqa: A002 - the user's word
+                     format: str | None = None) -> str:
     """Write the run in ``run_dir`` as a virtual dataset (references) at ``path``.
 
     Every result variable of shape ``(n_calls, *shape)`` becomes one array with one chunk
@@ -132,14 +133,22 @@ def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[st
             "over), or remove it first")
     run = locate_run(run_dir)
     vds, chunks = virtual_dataset(run)
-    if fmt == "icechunk":
-        _write_icechunk(vds, chunks, out, run)
-    else:
-        _write_kerchunk(vds, chunks, out, fmt)
+    try:
+        if fmt == "icechunk":
+            _write_icechunk(vds, chunks, out, run)
+        else:
+            _write_kerchunk(vds, chunks, out, fmt)
+    except BaseException:
+        # half-written references would open as a run with chunks missing
+        if os.path.isdir(out):
+            shutil.rmtree(out, ignore_errors=True)
+        elif os.path.lexists(out):
+            os.unlink(out)
+        raise
     return out
 
 
-def _format_of(path: str, format: str | None) -> str:  # noqa: A002
+def _format_of(path: str, format: str | None) -> str:
     if format is not None:
         if format not in FORMATS:
             raise InputError(f"format={format!r} is not known: give one of {sorted(FORMATS)}")
@@ -315,7 +324,7 @@ def _manifest_variable(run_dir: str, manifest: Manifest, name: str, var: xr.Vari
         found = None
         if not lazy.in_store[i] and group is None:
             r = _range(rec, i)
-            found = r[:2] if r is not None else None
+            found = r[:2] if r is not None and r[2] == var.dtype else None
         if found is None and not lazy.in_store[i]:
             found = _h5_range(path, group, name, var.dtype)
         if found is None:  # not one plain buffer in a file: copy this call's values
