@@ -200,8 +200,9 @@ def virtual_dataset(run_dir: str) -> tuple[xr.Dataset, Inline]:
         target = coords if name in ds.coords else variables
         if rec is not None and name not in ds.coords and _virtual_kind(var, rec):
             target[name] = _manifest_variable(run_dir, manifest, str(name), var, rec, chunks)
-        elif str(name).endswith("_mask") and _plain_mask(manifest, str(name)[:-5]):
-            target[name] = _gap_mask(ds, manifest, str(name)[:-5], var)
+        elif rec is None and str(name).endswith("_mask") and _plain_mask(manifest,
+                                                                          str(name)[:-5]):
+            target[name] = _gap_mask(ds, str(name)[:-5], var)
         else:  # small things and what no byte range holds: copied
             target[name] = xr.Variable(var.dims, np.asarray(var.values), var.attrs)
     attrs = dict(ds.attrs)
@@ -247,7 +248,7 @@ def _plain_mask(manifest: Manifest, name: str) -> bool:
     return rec is not None and not rec.attrs.get(MASKED_ATTR)
 
 
-def _gap_mask(ds: xr.Dataset, manifest: Manifest, name: str, var: xr.Variable) -> xr.Variable:
+def _gap_mask(ds: xr.Dataset, name: str, var: xr.Variable) -> xr.Variable:
     """``<name>_mask`` of a result that was not a masked array: True at the calls without
     values (from the manifest: reading the mask would open every payload)."""
     present = np.array([s is not None for s in _stack(ds[name].variable).shapes])
