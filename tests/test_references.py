@@ -93,6 +93,13 @@ def ragged(x: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(x + 1.0), np.full(2, x)
 
 
+def kinds(x: int) -> tuple[Any, ...]:
+    if x == 1:
+        raise ValueError("call 1 fails on purpose")
+    return (np.array([x + 1j, 2j]), x > 1, "s" * (x + 1), np.uint16(x),
+            np.ma.masked_array([1.0, x], mask=[0, 1]))
+
+
 def floats(x: int) -> np.ndarray:
     if x in (1, 3):
         raise ValueError("odd calls fail")
@@ -202,6 +209,28 @@ def test_floats_gaps_read_nan_and_keep_their_dtype(client: Any, tmp_path: Path) 
         assert np.isnan(ds.result_0.values[[1, 3]]).all()
         assert_same(ds, expected)
         assert "result_0_mask" not in ds
+
+
+@pytest.mark.parametrize("fmt", ["json", "icechunk"])
+def test_results_that_are_not_plain_numbers_are_copied_equal(client: Any, tmp_path: Path,
+                                                             fmt: str) -> None:
+    # complex and uint16 are referenced; bool, str and a masked array are copied in
+    run = compute(kinds, [0, 1, 2], output_dir=tmp_path / "run")
+    expected = open_results(run)
+    refs = write_references(run, tmp_path / f"refs{SUFFIXES[fmt]}")
+    if fmt == "json":
+        ds = xr.open_dataset(refs, engine="kerchunk")
+    else:
+        import icechunk
+
+        repo = icechunk.Repository.open(
+            icechunk.local_filesystem_storage(refs),
+            authorize_virtual_chunk_access={"file://" + run + "/": None})
+        ds = xr.open_zarr(repo.readonly_session("main").store, consolidated=False, chunks=None)
+    assert_same(ds, expected)
+    assert ds.result_3.values.tolist() == [0, 0, 2] and ds.result_3_mask.values.tolist() == [
+        False, True, False]
+    assert ds.result_4_mask.values.tolist() == [[False, True], [True, True], [False, True]]
 
 
 def test_coordinates_and_labels_of_xarray_returns(client: Any, tmp_path: Path) -> None:
