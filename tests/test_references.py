@@ -3,6 +3,7 @@ xarray opens, in a process without acme_xr, to what open_results gives."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -98,6 +99,10 @@ def kinds(x: int) -> tuple[Any, ...]:
         raise ValueError("call 1 fails on purpose")
     return (np.array([x + 1j, 2j]), x > 1, "s" * (x + 1), np.uint16(x),
             np.ma.masked_array([1.0, x], mask=[0, 1]))
+
+
+def promoted(x: int) -> np.ndarray:
+    return np.arange(2, dtype=np.int32 if x == 1 else np.int64) + 2**40 * (x != 1)
 
 
 def floats(x: int) -> np.ndarray:
@@ -233,8 +238,21 @@ def test_results_that_are_not_plain_numbers_are_copied_equal(client: Any, tmp_pa
     assert ds.result_4_mask.values.tolist() == [[False, True], [True, True], [False, True]]
 
 
+def test_a_call_whose_dtype_was_promoted_is_copied_not_referenced(client: Any,
+                                                                   tmp_path: Path) -> None:
+    # call 1's int32 bytes are not int64 values: pointing at them would read garbage
+    run = compute(promoted, [0, 1, 2], output_dir=tmp_path / "run")
+    expected = open_results(run)
+    assert expected.result_0.dtype == np.int64
+    refs = write_references(run, tmp_path / "refs.json")
+    body = json.loads(Path(refs).read_text())["refs"]
+    assert body["result_0/1.0"].startswith("base64:")
+    assert body["result_0/0.0"][0].endswith("promoted_0.h5")
+    assert_same(xr.open_dataset(refs, engine="kerchunk"), expected)
+
+
 def test_coordinates_and_labels_of_xarray_returns(client: Any, tmp_path: Path) -> None:
-    run = compute(labelled, channel=list(range(4)), output_dir=tmp_path / "run")
+    run = compute(labelled, channel=range(4), output_dir=tmp_path / "run")
     expected = open_results(run)
     assert "channel" in expected.coords and "start" in expected.coords
     refs = write_references(run, tmp_path / "refs.json")
