@@ -1,4 +1,4 @@
-# Set-up and everyday commands. Needs only python3 (>= 3.10) and make.
+# Set-up and everyday commands. Needs only python3 (>= 3.11) and make.
 PYTHON ?= python3
 VENV ?= .venv
 BENCH_VENV ?= .venv-bench

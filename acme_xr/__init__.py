@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .cluster import cluster_cleanup, local_cluster_setup
     from .map import ParallelMap
     from .payload import open_payload
+    from .references import write_references
     from .results import open_results
     from .slurm import slurm_cluster_setup
 
@@ -40,6 +41,7 @@ __all__ = [
     "local_cluster_setup",
     "slurm_cluster_setup",
     "cluster_cleanup",
+    "write_references",
     "errors",
     "__version__",
 ]
@@ -51,6 +53,7 @@ _LAZY = {
     "local_cluster_setup": ".cluster",
     "slurm_cluster_setup": ".slurm",
     "cluster_cleanup": ".cluster",
+    "write_references": ".references",
     "errors": ".errors",
 }
 

@@ -36,6 +36,7 @@ __all__ = [
     "ManifestCorruptError",
     "MainGuardError",
     "RunLockedError",
+    "ReferencesExistError",
 ]
 
 
@@ -258,4 +259,12 @@ class RunLockedError(AcmeXrError, RuntimeError):
     directory, held by the kernel for the running process: it is released when that
     process ends in any way (even ``kill -9``), so a finished or killed run never blocks
     its resume.
+    """
+
+
+class ReferencesExistError(AcmeXrError, FileExistsError):
+    """The path given to :func:`~acme_xr.write_references` (or ``acme-xr export``) exists.
+
+    References are never written over: give a new path, or remove the old one first.
+    Raised before anything is written.
     """

@@ -6,9 +6,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,19 @@ def test_environment_yml_lists_the_pyproject_dependencies() -> None:
     assert env["channels"] == ["conda-forge"]
     listed = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
     assert listed == wanted
+
+
+def test_python_311_is_the_minimum_and_the_references_libraries_are_installed() -> None:
+    # VirtualiZarr and kerchunk (write_references, acme-xr export) need Python >= 3.11; 3.10
+    # is past its end of life: the minimum is raised rather than references made an extra
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"] == ">=3.11"
+    deps = {_name(r) for r in pyproject["project"]["dependencies"]}
+    assert {"virtualizarr", "kerchunk", "icechunk", "fastparquet"} <= deps
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python>=3.11" in env["dependencies"]
+    readme = (ROOT / "README.md").read_text()
+    assert "(>= 3.11)" in readme and ">= 3.10" not in readme
 
 
 def test_import_has_no_side_effects() -> None:
