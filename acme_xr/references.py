@@ -264,26 +264,6 @@ def _stack(var: xr.Variable) -> CallStackArray:
     return lazy
 
 
-def _range(rec: VarRecord, i: int) -> tuple[int, int, np.dtype] | None:
-    """(offset, length, dtype of the bytes) of call ``i``'s data, when they are one plain
-    buffer of the variable's dtype, else None.
-
-    Replace with VarRecord.range after merging i11-ranges. Conservative: a call whose
-    dtype was promoted to the variable's (int32 among int64) has another byte length.
-    """
-    span = rec.span(i)
-    shape = rec.shapes[i]
-    if span is None or shape is None or i in rec.dtype_conflicts:
-        return None
-    dtype = np.dtype(rec.dtype)
-    if dtype.kind not in "iufc" or dtype.byteorder == ">":
-        return None
-    offset, length, _ = span
-    if length != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-        return None
-    return offset, length, dtype
-
-
 def _h5_range(path: str, group: str | None, name: str,
               dtype: np.dtype) -> tuple[int, int] | None:
     """(offset, length) of a contiguous, unfiltered HDF5 dataset of ``dtype``, else None
@@ -324,8 +304,10 @@ def _manifest_variable(run_dir: str, manifest: Manifest, name: str, var: xr.Vari
         path, group = payload_location(manifest.header, run_dir, i)
         found = None
         if not lazy.in_store[i] and group is None:
-            r = _range(rec, i)
-            found = r[:2] if r is not None and r[2] == var.dtype else None
+            r = rec.range(i)
+            # the references' bytes codec is little-endian: other byte orders are copied
+            found = (r[:2] if r is not None and r[2] == var.dtype and r[2].byteorder != ">"
+                     else None)
         if found is None and not lazy.in_store[i]:
             found = _h5_range(path, group, name, var.dtype)
         if found is None:  # not one plain buffer in a file: copy this call's values
