@@ -15,10 +15,9 @@ Side by side on each, rounds interleaved, all with a warm page cache:
 4. ``open_results(run).result_0.mean()`` (and ``result_1`` for ``cells``), open included
    (goal <= 2x the floor, >= 10x faster than the h5py loop);
 5. peak memory of (4) in a fresh process (goal < 300 MB);
-6. the slot for the reference read through kerchunk: ``acme_xr.write_references(run, path,
-   format="json")`` (issue 11, point 4) writes the references once, untimed; the timed part is
-   ``xr.open_dataset(path, engine="kerchunk")`` + the same means. Skipped, naming the
-   missing function, until it exists.
+6. the reference read through kerchunk: ``acme_xr.write_references(run, path,
+   format="json")`` writes the references once, untimed; the timed part is
+   ``xr.open_dataset(path, engine="kerchunk")`` + the same means.
 
 ``ACME_XR_BENCH_R1_SCALE`` scales both runs (default 1; e.g. 0.02 for a smoke run of 400
 and 200 calls). No distributed client runs here: dask uses its threaded scheduler in this
@@ -158,13 +157,8 @@ _REFS: dict[str, str] = {}
 def _references(run_dir: str) -> str:
     """The run's kerchunk JSON references, written once (not timed)."""
     if run_dir not in _REFS:
-        try:
-            from acme_xr import write_references  # type: ignore[attr-defined]
-        except ImportError:
-            report.note(f"{KERCHUNK}: acme_xr.write_references is not importable yet "
-                        "(issue 11, point 4, branch i11-refs)")
-            pytest.skip("acme_xr.write_references is not importable yet (issue 11, point 4, "
-                        "branch i11-refs): the kerchunk column stays empty")
+        from acme_xr import write_references
+
         path = os.path.join(os.path.dirname(run_dir), "refs.json")
         t0 = time.perf_counter()
         write_references(run_dir, path, format="json")
