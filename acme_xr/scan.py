@@ -33,8 +33,9 @@ from ._version import __version__
 from .errors import ManifestCorruptError, ResultsLayoutError, ResumeMismatchError, StorageError
 from .manifest import MANIFEST_NAME, PENDING, Manifest
 from .runlock import is_locked
+from .storage.base import payload_name
 from .storage.hdf5 import scan_group
-from .storage.zarr import STORE_SUFFIX, ZarrStore
+from .storage.registry import backend_class, names
 
 __all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
            "payload_location"]
@@ -172,16 +173,16 @@ def _container_calls(path: str) -> tuple[int, bool]:
 
 def _rebuild(run_dir: str) -> Manifest:
     files = _payload_files(run_dir)
-    stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
-                    and os.path.isdir(os.path.join(run_dir, name)))
-    if stores:  # a storage="zarr" run (its calls that did not fit stay payload files)
-        return _rebuild_zarr(run_dir, stores[0], files)
+    for name in names():  # a backend that knows its own layout (e.g. a zarr store) first
+        rebuilt = backend_class(name).rebuild(run_dir, files)
+        if rebuilt is not None:
+            return rebuilt
     header: dict[str, Any]
     if files:  # an acme_xr run that died before its first manifest write
         stem = max(files, key=lambda s: len(files[s]))
         calls = files[stem]
         n = max(calls) + 1
-        header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr"}
+        header = {"payload": payload_name(stem, "{i}"), "group": None, "source": "acme_xr"}
     else:
         found = _acme_stem(run_dir)
         if found is None:
@@ -197,7 +198,8 @@ def _rebuild(run_dir: str) -> Manifest:
         else:
             sub = f"{stem}_payload"
             calls = _payload_files(os.path.join(run_dir, sub)).get(stem, {})
-            header = {"payload": f"{sub}/{stem}_{{i}}.h5", "group": None, "source": "acme"}
+            header = {"payload": f"{sub}/{payload_name(stem, '{i}')}", "group": None,
+                      "source": "acme"}
         n = max(n_links, max(calls, default=-1) + 1)
         if n == 0:
             raise ResultsLayoutError(f"the ACME run in {run_dir} holds no calls")
@@ -220,39 +222,6 @@ def _common_header(stem: str) -> dict[str, Any]:
     return {"acme_xr_version": __version__,
             "func": {"name": stem, "qualname": None, "module": None},
             "stacked": None, "coords": {}, "rebuilt": True}
-
-
-def _rebuild_zarr(run_dir: str, store_name: str, files: dict[str, dict[int, str]]) -> Manifest:
-    """The manifest of a ``storage="zarr"`` run: calls whose chunks are all in the store,
-    and calls left as payload files."""
-    import zarr
-
-    stem = store_name[: -len(STORE_SUFFIX)]
-    path = os.path.join(run_dir, store_name)
-    try:
-        root = zarr.open_group(path, mode="r", zarr_format=3)
-        lengths = [arr.shape[0] for _, arr in root.arrays()
-                   if (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"]
-    except Exception as exc:  # zarr raises its own types for a damaged store
-        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
-                                 f"{path} cannot be read ({exc})") from exc
-    calls = files.get(stem, {})
-    n = max([*lengths, max(calls, default=-1) + 1])
-    if n == 0:
-        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
-                                 f"{path} holds no calls and there are no payload files")
-    header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr",
-              "storage": "zarr", "store": store_name, "container": None,
-              **_common_header(stem)}
-    manifest = Manifest.new(n, header)
-    manifest.state = "rebuilt"
-    store = ZarrStore(path, n)
-    for i in range(n):
-        if calls.get(i) == "h5":
-            _scan_into(manifest, run_dir, i)
-        elif (meta := store.stored_call(i)) is not None:
-            manifest.record_done(i, "zarr", meta, None)
-    return manifest
 
 
 def _exists(run_dir: str, header: dict[str, Any], i: int) -> bool:
