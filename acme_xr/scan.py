@@ -38,7 +38,7 @@ from .storage.hdf5 import scan_group
 from .storage.registry import backend_class, names
 
 __all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
-           "payload_location"]
+           "payload_location", "payload_files", "rebuilt_manifest", "common_header"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def locate_run(path: str | os.PathLike[str]) -> str:
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise ResultsLayoutError(f"{path} does not exist: give a run directory or its <func>.h5")
-    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or _payload_files(path)
+    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or payload_files(path)
             or _acme_stem(path)):
         return path
     raise ResultsLayoutError(
@@ -61,7 +61,7 @@ def locate_run(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _payload_files(directory: str) -> dict[str, dict[int, str]]:
+def payload_files(directory: str) -> dict[str, dict[int, str]]:
     """stem -> {call index: extension} of payload-named files directly in ``directory``."""
     found: dict[str, dict[int, str]] = {}
     with os.scandir(directory) as it:
@@ -172,7 +172,7 @@ def _container_calls(path: str) -> tuple[int, bool]:
 
 
 def _rebuild(run_dir: str) -> Manifest:
-    files = _payload_files(run_dir)
+    files = payload_files(run_dir)
     for name in names():  # a backend that knows its own layout (e.g. a zarr store) first
         rebuilt = backend_class(name).rebuild(run_dir, files)
         if rebuilt is not None:
@@ -197,7 +197,7 @@ def _rebuild(run_dir: str) -> Manifest:
             calls = {i: "h5" for i in range(n_links)}
         else:
             sub = f"{stem}_payload"
-            calls = _payload_files(os.path.join(run_dir, sub)).get(stem, {})
+            calls = payload_files(os.path.join(run_dir, sub)).get(stem, {})
             header = {"payload": f"{sub}/{payload_name(stem, '{i}')}", "group": None,
                       "source": "acme"}
         n = max(n_links, max(calls, default=-1) + 1)
@@ -206,8 +206,15 @@ def _rebuild(run_dir: str) -> Manifest:
     header.update({
         "storage": "single_file" if header["group"] else "hdf5",
         "container": f"{stem}.h5",
-        **_common_header(stem),
+        **common_header(stem),
     })
+    return rebuilt_manifest(run_dir, n, header, calls)
+
+
+def rebuilt_manifest(run_dir: str, n: int, header: dict[str, Any],
+                     calls: dict[int, str]) -> Manifest:
+    """The manifest (state ``"rebuilt"``) of ``n`` calls, ``calls`` ({call: extension} of
+    the payload files found) scanned; a backend's :meth:`rebuild` may use it."""
     manifest = Manifest.new(n, header)
     manifest.state = "rebuilt"
     for i, ext in sorted(calls.items()):
@@ -218,7 +225,8 @@ def _rebuild(run_dir: str) -> Manifest:
     return manifest
 
 
-def _common_header(stem: str) -> dict[str, Any]:
+def common_header(stem: str) -> dict[str, Any]:
+    """Header entries of a rebuilt manifest (the version, the function's name)."""
     return {"acme_xr_version": __version__,
             "func": {"name": stem, "qualname": None, "module": None},
             "stacked": None, "coords": {}, "rebuilt": True}

@@ -126,7 +126,7 @@ class ZarrRun(HdfPayloads):
         and calls left as payload files; None without a store."""
         import zarr
 
-        from ..scan import _common_header, _scan_into
+        from ..scan import common_header, _scan_into
 
         stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
                         and os.path.isdir(os.path.join(run_dir, name)))
@@ -150,7 +150,7 @@ class ZarrRun(HdfPayloads):
                                      f"{path} holds no calls and there are no payload files")
         header = {"payload": payload_name(stem, "{i}"), "group": None, "source": "acme_xr",
                   "storage": "zarr", "store": store_name, "container": None,
-                  **_common_header(stem)}
+                  **common_header(stem)}
         manifest = Manifest.new(n, header)
         manifest.state = "rebuilt"
         store = ZarrStore(path, n)
