@@ -218,7 +218,9 @@ def rebuilt_manifest(run_dir: str, n: int, header: dict[str, Any],
     manifest = Manifest.new(n, header)
     manifest.state = "rebuilt"
     for i, ext in sorted(calls.items()):
-        if ext == "pickle" and header["source"] == "acme_xr" and not _exists(run_dir, header, i):
+        # an acme_xr pickle is the call's result unless an HDF5 payload sits in its place
+        if ext == "pickle" and header["source"] == "acme_xr" and (
+                header["payload"].endswith(".pickle") or not _exists(run_dir, header, i)):
             manifest.record_done(i, "pickle", None, None)
             continue
         _scan_into(manifest, run_dir, i)

@@ -126,7 +126,7 @@ class ZarrRun(HdfPayloads):
         and calls left as payload files; None without a store."""
         import zarr
 
-        from ..scan import common_header, _scan_into
+        from ..scan import _scan_into, common_header
 
         stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
                         and os.path.isdir(os.path.join(run_dir, name)))
