@@ -222,3 +222,16 @@ def test_payload_names_are_spelt_in_one_place(tmp_path: Any) -> None:
         backend = _backend(name, str(tmp_path))
         assert os.path.basename(backend.payload(7)) == payload_name("f", 7) == "f_7.h5"
         assert os.path.basename(backend.payload(7, "pickle")) == "f_7.pickle"
+
+
+def test_a_run_of_pickles_is_rebuilt_with_every_call(tmp_path: Any) -> None:
+    # an end-to-end run: its manifest lost, the scan finds every pickled call again
+    from acme_xr import ParallelMap
+
+    run = str(tmp_path / "run")
+    ParallelMap(abs, [-1, -2, -3], output_dir=run, write_pickle=True, verbose=False,
+                ).compute(debug=True)
+    os.remove(os.path.join(run, MANIFEST_NAME))
+    rebuilt = load_manifest(run, save=False)
+    assert rebuilt.header["storage"] == "pickle"
+    assert rebuilt.status.tolist() == [DONE] * 3 and list(rebuilt.fmt) == ["pickle"] * 3
