@@ -235,3 +235,15 @@ def test_a_run_of_pickles_is_rebuilt_with_every_call(tmp_path: Any) -> None:
     rebuilt = load_manifest(run, save=False)
     assert rebuilt.header["storage"] == "pickle"
     assert rebuilt.status.tolist() == [DONE] * 3 and list(rebuilt.fmt) == ["pickle"] * 3
+
+
+def test_the_developer_page_shows_the_backend_the_tests_run() -> None:
+    # the docs' example is the module the contract suites register, word for word
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(here, "example_backend.py")) as fh:
+        code = fh.read()
+    with open(os.path.join(os.path.dirname(here), "docs", "developer.md")) as fh:
+        page = fh.read()
+    assert code[code.index("from __future__"):] in page
+    with open(os.path.join(os.path.dirname(here), "docs", "index.md")) as fh:
+        assert "(developer.md)" in fh.read()
