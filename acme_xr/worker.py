@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from .errors import StorageError
-from .inputs import CallPlan
+from .inputs import CallPlan, call_arguments
 from .manifest import DONE, PENDING
 from .manifest import FAILED as FAILED
-from .seeds import call_rng
 from .storage.base import StorageBackend, Written, storage_error
 from .storage.checksums import Sums
 from .storage.registry import backend_class
@@ -213,15 +212,11 @@ class Runner:
     @classmethod
     def from_plan(cls, plan: CallPlan, spec: WriteSpec, retries: int = 0,
                   call_timeout: float | None = None) -> Runner:
-        order = {id(a): k for k, a in enumerate(plan.split_arguments)}
-
-        def slot(a: Any) -> tuple[bool, Any]:
-            return (True, order[id(a)]) if a.split else (False, a.value)
-
+        positional, keyword = plan.slots()
         return cls(
             func=plan.func,
-            positional=[slot(a) for a in plan.args],
-            keyword={k: slot(a) for k, a in plan.kwargs.items()},
+            positional=positional,
+            keyword=keyword,
             task_id=plan.task_id,
             spec=spec,
             retries=retries,
@@ -237,13 +232,8 @@ class Runner:
         Generator at the start of the call's stream, so a retry draws what the first
         attempt drew.
         """
-        args = tuple(split[v] if s else v for s, v in self.positional)
-        kwargs = {k: (split[v] if s else v) for k, (s, v) in self.keyword.items()}
-        if self.task_id:
-            kwargs["taskID"] = i
-        if self.seed is not None:
-            kwargs["rng"] = call_rng(self.seed, i)
-        return args, kwargs
+        return call_arguments(self.positional, self.keyword, split, i, self.task_id,
+                              self.seed)
 
     def store(self, i: int, result: Any, out: BatchResult) -> Written:
         """Hand call ``i``'s result to the run's backend; return what it wrote.
