@@ -194,15 +194,9 @@ class RunLayout:
         return self.backend.file_of(manifest, i)
 
     def finalize(self, manifest: Manifest) -> str | None:
-        """Write the container (or the single file) for the calls done; return its path.
-
-        Raises
-        ------
-        ResultShapeError
-            The results cannot be stacked as ``result_shape``/``result_dtype`` ask (HDF5
-            has no conversion, e.g. from integers to complex numbers); the container is
-            then written with its links only.
-        """
+        """Complete the run's storage for the calls done (the container, the merge into
+        one file, the store's consolidation); return its path. Raises what the backend's
+        ``finalize`` raises (:class:`~acme_xr.errors.ResultShapeError`)."""
         return self.backend.finalize(manifest)
 
 

@@ -98,12 +98,18 @@ def test_write_batch_gives_one_record_per_call(name: str, tmp_path: Any) -> None
                 assert rec.sums is not None and rec.sums.size > 0
 
 
-def test_readers_give_back_the_values(name: str, tmp_path: Any) -> None:
+def _finished(name: str, tmp_path: Any) -> tuple[str, StorageBackend, Manifest]:
+    """A run of ``name`` written and finalized, its manifest not saved."""
     _on_disk(name)
     run = str(tmp_path / "run")
     backend = _backend(name, run)
     manifest, _ = _write(backend)
     backend.finalize(manifest)
+    return run, backend, manifest
+
+
+def test_readers_give_back_the_values(name: str, tmp_path: Any) -> None:
+    run, backend, manifest = _finished(name, tmp_path)
     manifest.write(run)
     done = [i for batch in BATCHES for i in batch]
     for i in range(N_CALLS):  # every call done has a file, a pending one none
@@ -125,11 +131,7 @@ def test_readers_give_back_the_values(name: str, tmp_path: Any) -> None:
 
 
 def test_scan_rebuilds_the_same_records(name: str, tmp_path: Any) -> None:
-    _on_disk(name)
-    run = str(tmp_path / "run")
-    backend = _backend(name, run)
-    manifest, _ = _write(backend)
-    backend.finalize(manifest)
+    run, _, manifest = _finished(name, tmp_path)
     assert not os.path.exists(os.path.join(run, MANIFEST_NAME))
     rebuilt = load_manifest(run, save=False)
     # calls after the last one written leave no trace in files: the rebuilt run may end there
