@@ -253,6 +253,12 @@ class StorageBackend(ABC):
         return {"in_store": np.zeros(manifest.n_inputs, bool)}
 
     @classmethod
+    def damaged(cls, run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
+        """Calls whose data in a store of the run's own is damaged: call -> (path, what is
+        wrong). Payload files are checked by :mod:`acme_xr.integrity` for every backend."""
+        return {}
+
+    @classmethod
     def rebuild(cls, run_dir: str, files: dict[str, dict[int, str]]) -> Manifest | None:
         """The manifest of a run of this mode in ``run_dir`` rebuilt by scanning, or None
         when the directory holds no such run (``files``: stem -> {call: extension} of the

@@ -121,6 +121,20 @@ class ZarrRun(HdfPayloads):
         return self.store
 
     @classmethod
+    def damaged(cls, run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
+        """Calls with a chunk whose CRC-32C does not match (zarr checks each as it reads)."""
+        from .zarr import mask_of
+
+        if not manifest.header.get("store"):
+            return {}
+        store = os.path.join(run_dir, manifest.header["store"])
+        calls = [i for i in range(manifest.n_inputs)
+                 if manifest.status[i] == DONE and manifest.fmt[i] == "zarr"]
+        names = [n for v in manifest.variables for n in (v, mask_of(v))]
+        return {i: (store, chunk)
+                for i, chunk in ZarrStore(store, 0).damaged_calls(names, calls).items()}
+
+    @classmethod
     def rebuild(cls, run_dir: str, files: dict[str, dict[int, str]]) -> Manifest | None:
         """The manifest of a ``storage="zarr"`` run: calls whose chunks are all in the store,
         and calls left as payload files; None without a store."""
