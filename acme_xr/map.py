@@ -110,8 +110,9 @@ class ParallelMap(AcmeAttributes):
         First run one call here and report its time and memory.
     logfile : bool or str, optional
         None/True: ``<func>.log`` in the run directory; False: none; str: that file.
-    storage : {"hdf5", "zarr"}
-        Payload format (``"zarr"``: one store ``<func>.zarr`` for all calls).
+    storage : {"hdf5", "zarr"} or str
+        Payload format (``"zarr"``: one store ``<func>.zarr`` for all calls), or the name of
+        a storage backend registered with :func:`acme_xr.storage.registry.register`.
     retries : int
         Run a call that raises (or times out) up to this many more times before it counts
         as failed. The manifest records each call's number of attempts.
