@@ -39,9 +39,9 @@ from .layout import RunLayout
 from .manifest import DONE, FAILED, PENDING, Manifest
 from .shipping import unshipped
 from .storage.atomic import SpaceReserve
-from .storage.zarr import ZarrStore
+from .storage.base import StorageBackend, Written
 from .worker import FAILED as CALL_FAILED
-from .worker import OK, BatchResult, WriteSpec, existing_payload
+from .worker import OK, BatchResult, WriteSpec
 
 __all__ = ["Collector", "ManifestWriter", "adopt_payloads", "compute_error", "stack"]
 
@@ -122,8 +122,8 @@ class Collector:
 
     def __init__(self, manifest: Manifest, values: list[Any] | None,
                  writer: ManifestWriter | None, total: int, verbose: bool | None,
-                 store: ZarrStore | None = None) -> None:
-        self.store = store
+                 backend: StorageBackend | None = None) -> None:
+        self.backend = backend
         self.manifest = manifest
         self.values = values
         self.writer = writer
@@ -167,8 +167,11 @@ class Collector:
                 m.duration[i] = result.duration[k]
                 m.attempts[i] = result.attempts[k]
         m.coord_templates.update(result.templates)
-        if self.store is not None:
-            self._create_arrays(result)
+        if self.backend is not None:
+            self.backend.collected(
+                [Written(f, meta, sums) for f, meta, sums, st in
+                 zip(result.fmt, result.meta, result.sums, result.status, strict=True)
+                 if st == OK], m)
         if result.warnings:
             self.pickled.extend(result.warnings)
         self.bar.update(ran)
@@ -182,14 +185,6 @@ class Collector:
                 "resume=True",
                 errno=result.stopped.get("errno"), filename=path,
             )
-
-    def _create_arrays(self, result: BatchResult) -> None:
-        """storage="zarr": create the store's arrays once a call has shown their shapes
-        (calls that come before write HDF5 payloads, moved into the store at the end)."""
-        assert self.store is not None
-        for k, meta in enumerate(result.meta):
-            if result.status[k] == OK and meta and result.fmt[k] == "h5":
-                self.store.ensure_arrays(meta, self.manifest.coord_templates)
 
     def batch_failed(self, indices: list[int], exc: BaseException) -> None:
         """A whole batch failed outside the user function (worker crash, unpicklable func)."""
@@ -240,15 +235,17 @@ def adopt_payloads(manifest: Manifest, spec: WriteSpec) -> int:
     After an interruption, calls may have finished on a worker without their outcome
     reaching the client; their payloads are kept and the manifest says so.
     """
-    if spec.directory is None or not os.path.isdir(spec.directory):
+    backend = spec.backend
+    if not backend.on_disk or not os.path.isdir(backend.payload_dir):
         return 0
-    names = set(os.listdir(spec.directory))
+    names = set(os.listdir(backend.payload_dir))
     adopted = 0
     for i in manifest.indices(PENDING):
         i = int(i)
-        if f"{spec.stem}_{i}.h5" not in names and f"{spec.stem}_{i}.pickle" not in names:
+        if not any(os.path.basename(backend.payload(i, ext)) in names
+                   for ext in ("h5", "pickle")):
             continue
-        found = existing_payload(spec, i, manifest.coord_templates)
+        found = backend.stored(i, manifest.coord_templates)
         if found is not None:
             manifest.record_done(i, found[0], found[1], None, found[2])
             adopted += 1

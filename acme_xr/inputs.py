@@ -130,17 +130,23 @@ class CallPlan:
         """The arguments that differ between calls, positional first."""
         return self._split
 
+    def slots(self) -> tuple[list[Slot], dict[str, Slot]]:
+        """The positional and keyword slots of :func:`call_arguments`: ``(True, k)`` for the
+        ``k``-th split argument, ``(False, value)`` for a value every call gets whole."""
+        order = {id(a): k for k, a in enumerate(self._split)}
+
+        def slot(a: Argument) -> Slot:
+            return (True, order[id(a)]) if a.split else (False, a.value)
+
+        return [slot(a) for a in self.args], {k: slot(a) for k, a in self.kwargs.items()}
+
     def call(self, i: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments of call ``i``."""
         if not 0 <= i < self.n_inputs:
             raise IndexError(f"call index {i} outside 0..{self.n_inputs - 1}")
-        args = tuple(a.at(i) for a in self.args)
-        kwargs = {k: a.at(i) for k, a in self.kwargs.items()}
-        if self.task_id:
-            kwargs[_TASK_ID] = i
-        if self.seed is not None:
-            kwargs[_RNG] = call_rng(self.seed, i)
-        return args, kwargs
+        positional, keyword = self.slots()
+        return call_arguments(positional, keyword, [a.at(i) for a in self._split], i,
+                              self.task_id, self.seed)
 
     def coords(self) -> dict[str, np.ndarray]:
         """Per-call labels: every split argument whose elements are scalars.
@@ -162,6 +168,32 @@ class CallPlan:
                 if arr.ndim == 1 and arr.dtype.kind in "biufcUSMm":
                     out[arg.name] = arr
         return out
+
+
+Slot = tuple[bool, Any]
+
+
+def call_arguments(positional: Sequence[Slot], keyword: Mapping[str, Slot],
+                   split: Sequence[Any], i: int, task_id: bool,
+                   seed: np.random.SeedSequence | None,
+                   ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments of call ``i`` in the form the user gave them: the
+    one place they are built (the plan here, the worker's :class:`~acme_xr.worker.Runner`).
+
+    ``split``: the call's values of the split arguments; ``task_id``: fill ACME's
+    ``taskID``; ``seed``: give ``rng`` call ``i``'s own Generator (a new one at each call,
+    so that a retry draws what the first attempt drew).
+
+    >>> call_arguments([(True, 0), (False, "w")], {"k": (True, 1)}, [10, 20], 3, True, None)
+    ((10, 'w'), {'k': 20, 'taskID': 3})
+    """
+    args = tuple(split[v] if s else v for s, v in positional)
+    kwargs = {k: (split[v] if s else v) for k, (s, v) in keyword.items()}
+    if task_id:
+        kwargs[_TASK_ID] = i
+    if seed is not None:
+        kwargs[_RNG] = call_rng(seed, i)
+    return args, kwargs
 
 
 def _is_scalar_label(value: Any) -> bool:

@@ -40,6 +40,7 @@ from .errors import MissingPayloadError, PayloadCorruptError
 from .manifest import DONE, Manifest
 from .scan import payload_location
 from .storage.checksums import checksum, file_sums, pread_exact
+from .storage.registry import DEFAULT, backend_class, names
 
 __all__ = ["check_read", "verify_run", "drop_damaged", "payload_path", "size_problem"]
 
@@ -166,15 +167,11 @@ def verify_run(run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
                 path = os.path.splitext(path)[0] + ".pickle"
             if not os.path.exists(path):
                 bad[i] = (path, "missing")
-    if header.get("store"):  # zarr checks each chunk's CRC-32C as it reads it
-        from .storage.zarr import ZarrStore, mask_of
-
-        store = os.path.join(run_dir, header["store"])
-        calls = [i for i in range(manifest.n_inputs)
-                 if manifest.status[i] == DONE and manifest.fmt[i] == "zarr"]
-        names = [n for v in manifest.variables for n in (v, mask_of(v))]
-        for i, chunk in ZarrStore(store, 0).damaged_calls(names, calls).items():
-            bad.setdefault(i, (store, chunk))
+    # a backend with a store of its own checks it (zarr: each chunk's CRC-32C)
+    name = header.get("storage") or DEFAULT
+    backend = backend_class(name if name in names() else DEFAULT)
+    for i, where in backend.damaged(run_dir, manifest).items():
+        bad.setdefault(i, where)
     container = header.get("container_sums")
     if header.get("group") and container:
         path = os.path.join(run_dir, header["payload"])

@@ -110,8 +110,9 @@ class ParallelMap(AcmeAttributes):
         First run one call here and report its time and memory.
     logfile : bool or str, optional
         None/True: ``<func>.log`` in the run directory; False: none; str: that file.
-    storage : {"hdf5", "zarr"}
-        Payload format (``"zarr"``: one store ``<func>.zarr`` for all calls).
+    storage : {"hdf5", "zarr"} or str
+        Payload format (``"zarr"``: one store ``<func>.zarr`` for all calls), or the name of
+        a storage backend registered with :func:`acme_xr.storage.registry.register`.
     retries : int
         Run a call that raises (or times out) up to this many more times before it counts
         as failed. The manifest records each call's number of attempts.
@@ -302,7 +303,8 @@ class ParallelMap(AcmeAttributes):
         # only a local cluster's spawned workers re-import the script
         check_main_guard(lambda: not debug and o.partition == "auto"
                          and _running_client() is None)
-        layout = RunLayout.resolve(o, self.stem) if o.write_worker_results else None
+        layout = (RunLayout.resolve(o, self.stem, self.n_inputs) if o.write_worker_results
+                  else None)
         resuming = layout.check(bool(o.resume)) if layout is not None else False
         # refuse a run that does not fit the one to resume before any I/O
         # (checked again under the run's lock, which is where resume="force" warns)
@@ -479,14 +481,7 @@ class ParallelMap(AcmeAttributes):
         if layout is None:
             spec = WriteSpec("memory", result_shape=o.result_shape)
         else:
-            spec = WriteSpec(
-                {"pickle": "pickle", "zarr": "zarr"}.get(layout.mode, "hdf5"),
-                directory=layout.payload_dir,
-                stem=self.stem,
-                result_shape=o.result_shape,
-                store=layout.zarr_store(self.n_inputs),
-                checksums=checksums_enabled(),
-            )
+            spec = WriteSpec.of(layout.backend)
         return Runner.from_plan(self.plan, spec, retries=o.retries, call_timeout=o.call_timeout)
 
     def _run(
@@ -501,7 +496,7 @@ class ParallelMap(AcmeAttributes):
             self._runner(layout), None)
         self._shipped = None  # the blob may hold big arguments: only execute() keeps it
         sink = Collector(manifest, values, writer, len(todo), self.options.verbose,
-                         store=runner.spec.store)
+                         backend=runner.spec.backend)
         log.info("running %d calls of %s%s", len(todo), self.stem,
                  f", results in {layout.output_dir}" if layout else "")
         t0 = time.perf_counter()
@@ -575,10 +570,7 @@ class ParallelMap(AcmeAttributes):
     def _outcome(self, manifest: Manifest, layout: RunLayout | None, values: list[Any] | None,
                  problems: list[Exception]) -> Any:
         if layout is not None:
-            if layout.mode == "single_file":
-                results: list[Any] = [layout.container]
-            else:
-                results = [layout.file_of(manifest, i) for i in range(self.n_inputs)]
+            results: list[Any] = layout.backend.results(manifest)
         else:
             assert values is not None
             results = values

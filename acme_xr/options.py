@@ -29,9 +29,21 @@ from dask.utils import parse_bytes
 from .errors import InputError, InputTypeError, StorageError
 from .seeds import check_seed
 
-__all__ = ["Options", "validate_options", "STORAGES"]
+__all__ = ["Options", "validate_options", "STORAGES", "storage_names"]
 
+# the storage backends of acme_xr itself (storage= accepts every registered one: see
+# storage_names)
 STORAGES = ("hdf5", "zarr")
+
+
+def storage_names() -> tuple[str, ...]:
+    """What ``storage=`` accepts: the registered backends that write to disk (``pickle``
+    and ``single_file`` are chosen by their own flags, memory by
+    ``write_worker_results=False``)."""
+    from .storage.registry import backend_class, names
+
+    flags = ("pickle", "single_file", "memory")
+    return tuple(n for n in names() if n not in flags and backend_class(n).on_disk)
 
 
 @dataclass(frozen=True)
@@ -288,10 +300,12 @@ def validate_options(**kw: Any) -> Options:
             "'float32' or 'int64'"
         ) from exc
 
-    if values["storage"] not in STORAGES:
+    # every backend registered (acme_xr.storage.registry) that keeps results on disk
+    on_disk = storage_names()
+    if values["storage"] not in on_disk:
         raise InputError(
             f"storage={values['storage']!r} is not valid: give one of "
-            f"{', '.join(map(repr, STORAGES))}"
+            f"{', '.join(map(repr, on_disk))}"
         )
     if values["storage"] == "zarr" and importlib.util.find_spec("zarr") is None:
         raise InputError(
@@ -302,9 +316,11 @@ def validate_options(**kw: Any) -> Options:
             "write_pickle=True and single_file=True exclude each other: pickles are one file "
             "per call; drop one of them"
         )
-    if values["storage"] == "zarr" and (values["write_pickle"] or values["single_file"]):
+    if values["storage"] != "hdf5" and (values["write_pickle"] or values["single_file"]):
+        what = "one store" if values["storage"] == "zarr" else "its own layout"
         raise InputError(
-            "storage='zarr' already writes one store: drop write_pickle/single_file"
+            f"storage={values['storage']!r} already writes {what}: drop "
+            "write_pickle/single_file"
         )
     if values["resume"] and values["output_dir"] is None:
         raise InputError(

@@ -61,9 +61,10 @@ from . import config
 from .callstack import CallStackArray
 from .errors import PayloadCorruptError, ResultsLayoutError
 from .integrity import verify_run
-from .manifest import DONE, FAILED, PENDING, Manifest, VarRecord
+from .manifest import DONE, FAILED, PENDING, STATUS_NAMES, Manifest, VarRecord
 from .scan import load_manifest, locate_run, refresh_pending
 from .storage.ranges import Ranges
+from .storage.registry import DEFAULT, backend_class, names
 from .storage.values import DATASET_ATTRS_ATTR, MASKED_ATTR, dtype_of, own_attrs
 from .storage.zarr import per_call
 
@@ -181,11 +182,14 @@ def _readable(manifest: Manifest) -> np.ndarray:
 
 
 def _in_store(manifest: Manifest) -> np.ndarray:
-    return np.array([f == "zarr" for f in manifest.fmt], bool)
+    """Calls read from the run's store rather than their own payload (its backend says)."""
+    name = manifest.header.get("storage") or DEFAULT
+    cls = backend_class(name) if name in names() else backend_class(DEFAULT)
+    return np.asarray(cls.reader_options(manifest)["in_store"], bool)
 
 
 def _status_labels(manifest: Manifest) -> np.ndarray:
-    labels = np.array(["pending", "done", "failed"], dtype="<U7")[manifest.status]
+    labels = np.array(STATUS_NAMES, dtype="<U7")[manifest.status]
     pickled = np.array([f == "pickle" for f in manifest.fmt])
     labels[(manifest.status == DONE) & pickled] = "pickled"
     return labels

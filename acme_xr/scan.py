@@ -33,11 +33,12 @@ from ._version import __version__
 from .errors import ManifestCorruptError, ResultsLayoutError, ResumeMismatchError, StorageError
 from .manifest import MANIFEST_NAME, PENDING, Manifest
 from .runlock import is_locked
+from .storage.base import payload_name
 from .storage.hdf5 import scan_group
-from .storage.zarr import STORE_SUFFIX, ZarrStore
+from .storage.registry import backend_class, names
 
 __all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
-           "payload_location"]
+           "payload_location", "payload_files", "rebuilt_manifest", "common_header"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def locate_run(path: str | os.PathLike[str]) -> str:
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise ResultsLayoutError(f"{path} does not exist: give a run directory or its <func>.h5")
-    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or _payload_files(path)
+    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or payload_files(path)
             or _acme_stem(path)):
         return path
     raise ResultsLayoutError(
@@ -60,7 +61,7 @@ def locate_run(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _payload_files(directory: str) -> dict[str, dict[int, str]]:
+def payload_files(directory: str) -> dict[str, dict[int, str]]:
     """stem -> {call index: extension} of payload-named files directly in ``directory``."""
     found: dict[str, dict[int, str]] = {}
     with os.scandir(directory) as it:
@@ -171,17 +172,17 @@ def _container_calls(path: str) -> tuple[int, bool]:
 
 
 def _rebuild(run_dir: str) -> Manifest:
-    files = _payload_files(run_dir)
-    stores = sorted(name for name in os.listdir(run_dir) if name.endswith(STORE_SUFFIX)
-                    and os.path.isdir(os.path.join(run_dir, name)))
-    if stores:  # a storage="zarr" run (its calls that did not fit stay payload files)
-        return _rebuild_zarr(run_dir, stores[0], files)
+    files = payload_files(run_dir)
+    for name in names():  # a backend that knows its own layout (e.g. a zarr store) first
+        rebuilt = backend_class(name).rebuild(run_dir, files)
+        if rebuilt is not None:
+            return rebuilt
     header: dict[str, Any]
     if files:  # an acme_xr run that died before its first manifest write
         stem = max(files, key=lambda s: len(files[s]))
         calls = files[stem]
         n = max(calls) + 1
-        header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr"}
+        header = {"payload": payload_name(stem, "{i}"), "group": None, "source": "acme_xr"}
     else:
         found = _acme_stem(run_dir)
         if found is None:
@@ -196,63 +197,41 @@ def _rebuild(run_dir: str) -> Manifest:
             calls = {i: "h5" for i in range(n_links)}
         else:
             sub = f"{stem}_payload"
-            calls = _payload_files(os.path.join(run_dir, sub)).get(stem, {})
-            header = {"payload": f"{sub}/{stem}_{{i}}.h5", "group": None, "source": "acme"}
+            calls = payload_files(os.path.join(run_dir, sub)).get(stem, {})
+            header = {"payload": f"{sub}/{payload_name(stem, '{i}')}", "group": None,
+                      "source": "acme"}
         n = max(n_links, max(calls, default=-1) + 1)
         if n == 0:
             raise ResultsLayoutError(f"the ACME run in {run_dir} holds no calls")
     header.update({
         "storage": "single_file" if header["group"] else "hdf5",
         "container": f"{stem}.h5",
-        **_common_header(stem),
+        **common_header(stem),
     })
+    return rebuilt_manifest(run_dir, n, header, calls)
+
+
+def rebuilt_manifest(run_dir: str, n: int, header: dict[str, Any],
+                     calls: dict[int, str]) -> Manifest:
+    """The manifest (state ``"rebuilt"``) of ``n`` calls, ``calls`` ({call: extension} of
+    the payload files found) scanned; a backend's :meth:`rebuild` may use it."""
     manifest = Manifest.new(n, header)
     manifest.state = "rebuilt"
     for i, ext in sorted(calls.items()):
-        if ext == "pickle" and header["source"] == "acme_xr" and not _exists(run_dir, header, i):
+        # an acme_xr pickle is the call's result unless an HDF5 payload sits in its place
+        if ext == "pickle" and header["source"] == "acme_xr" and (
+                header["payload"].endswith(".pickle") or not _exists(run_dir, header, i)):
             manifest.record_done(i, "pickle", None, None)
             continue
         _scan_into(manifest, run_dir, i)
     return manifest
 
 
-def _common_header(stem: str) -> dict[str, Any]:
+def common_header(stem: str) -> dict[str, Any]:
+    """Header entries of a rebuilt manifest (the version, the function's name)."""
     return {"acme_xr_version": __version__,
             "func": {"name": stem, "qualname": None, "module": None},
             "stacked": None, "coords": {}, "rebuilt": True}
-
-
-def _rebuild_zarr(run_dir: str, store_name: str, files: dict[str, dict[int, str]]) -> Manifest:
-    """The manifest of a ``storage="zarr"`` run: calls whose chunks are all in the store,
-    and calls left as payload files."""
-    import zarr
-
-    stem = store_name[: -len(STORE_SUFFIX)]
-    path = os.path.join(run_dir, store_name)
-    try:
-        root = zarr.open_group(path, mode="r", zarr_format=3)
-        lengths = [arr.shape[0] for _, arr in root.arrays()
-                   if (getattr(arr.metadata, "dimension_names", None) or ("",))[0] == "call"]
-    except Exception as exc:  # zarr raises its own types for a damaged store
-        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
-                                 f"{path} cannot be read ({exc})") from exc
-    calls = files.get(stem, {})
-    n = max([*lengths, max(calls, default=-1) + 1])
-    if n == 0:
-        raise ResultsLayoutError(f"cannot rebuild the manifest of {run_dir}: its zarr store "
-                                 f"{path} holds no calls and there are no payload files")
-    header = {"payload": f"{stem}_{{i}}.h5", "group": None, "source": "acme_xr",
-              "storage": "zarr", "store": store_name, "container": None,
-              **_common_header(stem)}
-    manifest = Manifest.new(n, header)
-    manifest.state = "rebuilt"
-    store = ZarrStore(path, n)
-    for i in range(n):
-        if calls.get(i) == "h5":
-            _scan_into(manifest, run_dir, i)
-        elif (meta := store.stored_call(i)) is not None:
-            manifest.record_done(i, "zarr", meta, None)
-    return manifest
 
 
 def _exists(run_dir: str, header: dict[str, Any], i: int) -> bool:

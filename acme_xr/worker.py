@@ -22,7 +22,6 @@ Examples
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import sys
 import time
@@ -34,21 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ResultShapeError, StorageError
-from .inputs import CallPlan
-from .manifest import var_meta
-from .seeds import call_rng
-from .storage import pickled
-from .storage.checksums import Sums, file_sums
-from .storage.values import NotStorable, Variable, to_variables
-from .storage.zarr import ZarrStore
+from .errors import StorageError
+from .inputs import CallPlan, call_arguments
+from .manifest import DONE, PENDING
+from .manifest import FAILED as FAILED
+from .storage.base import StorageBackend, Written, storage_error
+from .storage.checksums import Sums
+from .storage.registry import backend_class
 
 __all__ = ["WriteSpec", "Runner", "BatchResult", "Attempt", "run_batch", "split_values_for",
            "storage_error", "NOT_RUN", "OK", "FAILED"]
 
 _MAX_TRACEBACK = 16_000
 
-NOT_RUN, OK, FAILED = 0, 1, 2
+# a call's status in a BatchResult: the manifest's codes (one place, acme_xr.manifest);
+# NOT_RUN: the batch stopped before the call
+NOT_RUN, OK = PENDING, DONE
 
 # errno values after which no other payload can be written either: stop the run
 _DISK_FULL = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -56,13 +56,14 @@ _DISK_FULL = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 @dataclass(frozen=True)
 class WriteSpec:
-    """Where and how a call's results are kept.
+    """Where and how a call's results are kept: the run's storage backend, shipped to the
+    workers (see :mod:`acme_xr.storage.base`).
 
     Parameters
     ----------
-    mode : {"hdf5", "pickle", "zarr", "memory"}
-        One HDF5 payload per call, one pickle per call, the run's zarr store (calls that do
-        not fit it yet go to HDF5 payloads), or return values sent back.
+    mode : str
+        The backend's name (:func:`acme_xr.storage.registry.names`): ``"hdf5"``,
+        ``"pickle"``, ``"zarr"``, ``"memory"``, ...; ignored when ``backend`` is given.
     directory : str, optional
         Absolute directory of the payload files.
     stem : str
@@ -72,20 +73,36 @@ class WriteSpec:
         ``result_0`` of every call must fit it.
     checksums : bool
         Record each payload's size and CRC-32C sums (:class:`~acme_xr.storage.checksums.Sums`).
+    backend : StorageBackend, optional
+        The backend itself (a run's, from :attr:`acme_xr.layout.RunLayout.backend`).
     """
 
     mode: str
     directory: str | None = None
     stem: str = "result"
     result_shape: tuple[float | None, ...] | None = None
-    store: ZarrStore | None = None
     # record each payload's size and checksums (acme_xr.payload.checksums; decided on the
     # client, so that every worker of a run does the same)
     checksums: bool = True
+    backend: StorageBackend = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            backend = backend_class(self.mode)(
+                output_dir=self.directory or "", stem=self.stem,
+                result_shape=self.result_shape, checksums=self.checksums)
+            object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "mode", self.backend.name)
+
+    @classmethod
+    def of(cls, backend: StorageBackend) -> WriteSpec:
+        """The spec of a run's backend."""
+        return cls(backend.name, directory=backend.payload_dir, stem=backend.stem,
+                   result_shape=backend.result_shape, checksums=backend.checksums,
+                   backend=backend)
 
     def payload(self, i: int, ext: str = "h5") -> str:
-        assert self.directory is not None
-        return os.path.join(self.directory, f"{self.stem}_{i}.{ext}")
+        return self.backend.payload(i, ext)
 
 
 @dataclass
@@ -163,76 +180,6 @@ def error_record(exc: BaseException, attempts: int = 1) -> dict[str, Any]:
     return record
 
 
-def storage_error(path: str, exc: OSError) -> StorageError:
-    """A :class:`StorageError` naming ``path`` (not the temporary name) and the OS reason."""
-    reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
-    return StorageError(f"cannot write {path}: {reason}", errno=exc.errno, filename=path)
-
-
-def _check_shape(spec: tuple[float | None, ...], variables: Sequence[Variable]) -> None:
-    expected = [s for s in spec if s is not None]
-    first = variables[0].data.shape
-    fits = len(first) == len(expected) and all(
-        np.isinf(e) or int(e) == n for e, n in zip(expected, first, strict=True)
-    )
-    if not fits:
-        want = tuple("any" if np.isinf(e) else int(e) for e in expected)
-        raise ResultShapeError(
-            f"result_0 has shape {first}, but result_shape={spec} asks for {want} per call; "
-            "return arrays of that shape or change result_shape"
-        )
-
-
-def _describe(variables: Sequence[Variable], templates: dict[str, dict[str, Any]]) -> tuple:
-    return tuple(
-        var_meta(v.name, v.data.shape, v.data.dtype, v.dims, v.attrs,
-                 v.coords if v.labelled else None, templates)
-        for v in variables
-    )
-
-
-def existing_payload(spec: WriteSpec, i: int, templates: dict[str, dict[str, Any]],
-                     ) -> tuple[str, Any, Sums | None] | None:
-    """(format, meta, sums) of a valid payload call ``i`` already has on disk, else ``None``.
-
-    Payloads are renamed into place only once complete, so an existing file is a whole
-    one; an HDF5 file that cannot be read anyway (damaged later) counts as missing, and
-    the call's next run replaces it. ``sums`` are the file's size and checksum as found
-    (no per-variable sums), with ``spec.checksums``.
-    """
-    if spec.mode not in ("hdf5", "pickle", "zarr"):
-        return None
-    h5 = spec.payload(i, "h5")
-    if spec.mode in ("hdf5", "zarr") and os.path.exists(h5):
-        import h5py
-
-        from .storage import hdf5
-
-        try:
-            with h5py.File(h5, "r") as fh:
-                meta = hdf5.scan_group(fh, templates)
-            return "h5", meta, _found_sums(spec, h5)
-        except (OSError, KeyError, ValueError):
-            return None
-    pk = spec.payload(i, "pickle")
-    if os.path.exists(pk) and os.path.getsize(pk) > 0:
-        return "pickle", None, _found_sums(spec, pk)
-    if spec.store is not None:
-        stored = spec.store.stored_call(i)
-        if stored is not None:
-            return "zarr", stored, None
-    return None
-
-
-def _found_sums(spec: WriteSpec, path: str) -> Sums | None:
-    if not spec.checksums:
-        return None
-    try:
-        return Sums(*file_sums(path))
-    except OSError:
-        return None
-
-
 @dataclass
 class Runner:
     """The user function plus everything every call shares; shipped once per worker.
@@ -265,15 +212,11 @@ class Runner:
     @classmethod
     def from_plan(cls, plan: CallPlan, spec: WriteSpec, retries: int = 0,
                   call_timeout: float | None = None) -> Runner:
-        order = {id(a): k for k, a in enumerate(plan.split_arguments)}
-
-        def slot(a: Any) -> tuple[bool, Any]:
-            return (True, order[id(a)]) if a.split else (False, a.value)
-
+        positional, keyword = plan.slots()
         return cls(
             func=plan.func,
-            positional=[slot(a) for a in plan.args],
-            keyword={k: slot(a) for k, a in plan.kwargs.items()},
+            positional=positional,
+            keyword=keyword,
             task_id=plan.task_id,
             spec=spec,
             retries=retries,
@@ -289,59 +232,18 @@ class Runner:
         Generator at the start of the call's stream, so a retry draws what the first
         attempt drew.
         """
-        args = tuple(split[v] if s else v for s, v in self.positional)
-        kwargs = {k: (split[v] if s else v) for k, (s, v) in self.keyword.items()}
-        if self.task_id:
-            kwargs["taskID"] = i
-        if self.seed is not None:
-            kwargs["rng"] = call_rng(self.seed, i)
-        return args, kwargs
+        return call_arguments(self.positional, self.keyword, split, i, self.task_id,
+                              self.seed)
 
-    def store(self, i: int, result: Any, out: BatchResult,
-              ) -> tuple[str | None, Any, Sums | None]:
-        """Write call ``i``'s result; return (format, meta, sums of the payload file).
+    def store(self, i: int, result: Any, out: BatchResult) -> Written:
+        """Hand call ``i``'s result to the run's backend; return what it wrote.
 
         Raises
         ------
         StorageError
             The payload could not be written (the message names its path).
         """
-        spec = self.spec
-        if spec.mode == "memory":
-            if spec.result_shape is not None:
-                _check_shape(spec.result_shape, to_variables(result))
-            return "memory", None, None
-        if spec.mode == "pickle":
-            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"), result)
-            return "pickle", None, sums
-        from .storage import hdf5  # here: a worker of a run in memory never needs h5py
-
-        try:
-            variables = to_variables(result)
-            if spec.result_shape is not None:
-                _check_shape(spec.result_shape, variables)
-            if spec.store is not None and spec.store.write(i, variables):
-                return "zarr", _describe(variables, out.templates), None
-            sums = self._write(hdf5.write_payload, spec.payload(i, "h5"), variables)
-            return "h5", _describe(variables, out.templates), sums
-        except NotStorable as exc:
-            # only NotStorable: storage turns what HDF5 cannot convert into it, naming the
-            # variable; any other TypeError is a real failure of the call (with its traceback).
-            # The pickle holds the same object ACME's emergency pickling dumps, so ACME's
-            # readers load it
-            sums = self._write(pickled.write_pickle, spec.payload(i, "pickle"),
-                               pickled.fallback_value(result))
-            out.warnings.append(f"call {i}: {exc}")
-            return "pickle", None, sums
-
-    def _write(self, writer: Callable[..., Sums | None], path: str, value: Any,
-               ) -> Sums | None:
-        try:
-            return writer(path, value, checksums=self.spec.checksums)
-        except StorageError:
-            raise
-        except OSError as exc:
-            raise storage_error(path, exc) from exc
+        return self.spec.backend.write_call(i, result, out.templates, out.warnings)
 
     def attempt(self, i: int, split: Sequence[Any], out: BatchResult) -> Attempt:
         """Run call ``i`` once, here, and store its result."""
@@ -359,7 +261,7 @@ class Runner:
             if self.reraise:
                 raise
             return Attempt.failed(exc, time.perf_counter() - t0)
-        value = result if self.spec.mode == "memory" else None
+        value = None if self.spec.backend.on_disk else result
         return Attempt(True, time.perf_counter() - t0, fmt, meta, value, sums=sums)
 
     def _call_pool(self) -> Any:
@@ -378,7 +280,7 @@ class Runner:
         """Run the calls ``indices`` (with their split argument values)."""
         t_batch = time.perf_counter()
         out = BatchResult(indices=list(indices), host=_host())
-        memory = self.spec.mode == "memory"
+        memory = not self.spec.backend.on_disk
         if memory:
             out.values = []
         isolated = self.call_timeout is not None and not self.reraise
@@ -387,7 +289,7 @@ class Runner:
             if out.stopped is not None or cancelled():
                 out.add(NOT_RUN, float("nan"), 0)
                 continue
-            found = None if memory else existing_payload(self.spec, i, out.templates)
+            found = None if memory else self.spec.backend.stored(i, out.templates)
             if found is not None:
                 out.add(OK, float("nan"), 0, *found)
                 continue

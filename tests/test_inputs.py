@@ -170,3 +170,28 @@ def test_bad_input_is_reported_before_anything_happens(
     assert os.listdir(tmp_path) == []  # no directory, no file
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before  # no cluster started
+
+
+def test_arguments_are_built_in_one_place_for_the_plan_and_the_worker() -> None:
+    # plan.call (dry run, ACME compatibility) and the worker's Runner.arguments both use
+    # inputs.call_arguments: same values, same taskID, same rng stream
+    import numpy as np
+
+    from acme_xr.inputs import call_arguments, distribute
+    from acme_xr.worker import Runner, WriteSpec, split_values_for
+
+    def f(x, y, taskID, rng, scale=1.0):  # noqa: N803 - ACME's name
+        return x
+
+    plan = distribute(f, ([1, 2, 3], "w"), {"scale": [0.1, 0.2, 0.3]},
+                      seed=np.random.SeedSequence(7))
+    runner = Runner.from_plan(plan, WriteSpec("memory"))
+    positional, keyword = plan.slots()
+    for i in range(3):
+        split = split_values_for(plan, [i])[0]
+        for args, kwargs in (plan.call(i), runner.arguments(i, split)):
+            built = call_arguments(positional, keyword, split, i, plan.task_id, plan.seed)
+            assert args == built[0] and kwargs["taskID"] == i == built[1]["taskID"]
+            assert kwargs["scale"] == built[1]["scale"]
+            assert kwargs["rng"].random() == built[1]["rng"].random()
+        assert np.isclose(built[1]["scale"], [0.1, 0.2, 0.3][i])

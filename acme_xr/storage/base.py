@@ -1,0 +1,266 @@
+"""The one interface every storage mode implements (modelled on zarr-python's ``abc.Store``).
+
+A run talks to its storage only through a :class:`StorageBackend`; each mode is one module
+of :mod:`acme_xr.storage` with one subclass, registered by name in
+:mod:`acme_xr.storage.registry`. The life of a run, and who calls what:
+
+===============================  ==========  =============================================
+method                           where       what
+===============================  ==========  =============================================
+:meth:`~StorageBackend.prepare`  client      create the run's storage, before any task
+:meth:`~StorageBackend.write_batch`  worker  keep a batch of calls' results; return one
+                                             :class:`Written` (the outcome record) each
+:meth:`~StorageBackend.stored`   worker      resume check: what call ``i`` already has
+:meth:`~StorageBackend.collected`  client    see each batch's outcomes as they arrive
+:meth:`~StorageBackend.finalize`  client     after the calls: merge, consolidate, container
+:meth:`~StorageBackend.locations`  client    where the manifest says call ``i``'s data is
+:meth:`~StorageBackend.reader_options`  reader  what :class:`~acme_xr.callstack.CallStackArray`
+                                             needs beyond the manifest
+:meth:`~StorageBackend.rebuild`  reader      rebuild a lost manifest by scanning
+===============================  ==========  =============================================
+
+The unit a worker hands over is a *batch* (the calls of one dask task), so that a backend
+can write one chunk per batch; the default :meth:`~StorageBackend.write_batch` writes call
+by call with :meth:`~StorageBackend.write_call`, which every backend defines.
+
+Examples
+--------
+>>> import tempfile
+>>> from acme_xr.storage.registry import backend_class
+>>> backend = backend_class("hdf5")(output_dir=tempfile.mkdtemp(), stem="f")
+>>> backend.prepare()
+>>> [w.fmt for w in backend.write_batch([(0, 1.5), (1, 2.5)], templates={}, warnings=[])]
+['h5', 'h5']
+>>> backend.stored(1, templates={}).fmt
+'h5'
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from ..errors import ResultShapeError, StorageError
+from .checksums import Sums, file_sums
+from .values import Variable
+
+if TYPE_CHECKING:
+    from ..manifest import Manifest
+
+__all__ = ["StorageBackend", "Written", "payload_name", "storage_error", "check_shape",
+           "describe"]
+
+
+def payload_name(stem: str, i: int | str, ext: str = "h5") -> str:
+    """File name of call ``i``'s payload: ``<stem>_<i>.<ext>`` (the one place it is spelt).
+
+    >>> payload_name("f", 3), payload_name("f", 3, "pickle")
+    ('f_3.h5', 'f_3.pickle')
+    """
+    return f"{stem}_{i}.{ext}"
+
+
+def storage_error(path: str, exc: OSError) -> StorageError:
+    """A :class:`StorageError` naming ``path`` (not the temporary name) and the OS reason."""
+    reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+    return StorageError(f"cannot write {path}: {reason}", errno=exc.errno, filename=path)
+
+
+def check_shape(spec: tuple[float | None, ...], variables: Sequence[Variable]) -> None:
+    """Raise :class:`ResultShapeError` unless ``result_0`` fits ACME's ``result_shape``."""
+    expected = [s for s in spec if s is not None]
+    first = variables[0].data.shape
+    fits = len(first) == len(expected) and all(
+        np.isinf(e) or int(e) == n for e, n in zip(expected, first, strict=True)
+    )
+    if not fits:
+        want = tuple("any" if np.isinf(e) else int(e) for e in expected)
+        raise ResultShapeError(
+            f"result_0 has shape {first}, but result_shape={spec} asks for {want} per call; "
+            "return arrays of that shape or change result_shape"
+        )
+
+
+def describe(variables: Sequence[Variable], templates: dict[str, dict[str, Any]]) -> tuple:
+    """The per-variable ``meta`` of a :class:`Written` record (adds coordinate templates)."""
+    from ..manifest import var_meta
+
+    return tuple(
+        var_meta(v.name, v.data.shape, v.data.dtype, v.dims, v.attrs,
+                 v.coords if v.labelled else None, templates)
+        for v in variables
+    )
+
+
+class Written(NamedTuple):
+    """What a backend wrote for one call: the outcome record the worker returns and the
+    manifest keeps.
+
+    ``fmt``: where the values went (``"h5"``, ``"pickle"``, ``"zarr"``, ``"memory"`` or a
+    new backend's own word); ``meta``: per-variable description (name, shape, dtype, dims,
+    attributes, coordinates; :func:`acme_xr.manifest.var_meta`), None when only the file
+    itself describes it (pickles); ``sums``: size, checksums and per-variable spans of the
+    call's own file (None: not recorded, or no file of its own).
+    """
+
+    fmt: str | None
+    meta: Any = None
+    sums: Sums | None = None
+
+
+@dataclass(frozen=True)
+class StorageBackend(ABC):
+    """One storage mode. Instances are small and picklable: the worker gets one.
+
+    Parameters
+    ----------
+    output_dir : str
+        Absolute run directory ("" for memory).
+    stem : str
+        The function's name: file names start with it.
+    result_shape : tuple, optional
+        ACME's ``result_shape`` (``None`` marks the stacking axis).
+    result_dtype : numpy.dtype
+        ACME's ``result_dtype`` of a stacked ``result_0``.
+    checksums : bool
+        Record sizes and checksums of what is written (decided on the client).
+    n_calls : int
+        Number of calls of the run.
+    """
+
+    # the name the registry, the manifest's "storage" and ``storage=`` use
+    name: ClassVar[str] = ""
+    # False: results travel back to the client (no files; no resume)
+    on_disk: ClassVar[bool] = True
+
+    output_dir: str = ""
+    stem: str = "result"
+    result_shape: tuple[float | None, ...] | None = None
+    result_dtype: np.dtype = field(default_factory=lambda: np.dtype("float64"))
+    checksums: bool = True
+    n_calls: int = 0
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def payload_dir(self) -> str:
+        """Directory of the per-call files."""
+        return self.output_dir
+
+    def payload(self, i: int, ext: str = "h5") -> str:
+        """Path of call ``i``'s own file."""
+        return os.path.join(self.payload_dir, payload_name(self.stem, i, ext))
+
+    @property
+    def container(self) -> str | None:
+        """The HDF5 results container ``<func>.h5`` (None when the mode writes none)."""
+        return None
+
+    @property
+    def store(self) -> str | None:
+        """One store holding every call (None when the mode has none)."""
+        return None
+
+    def locations(self) -> dict[str, Any]:
+        """Manifest header entries saying where call ``i``'s variables are (relative paths):
+        ``payload`` (file pattern), ``group`` (pattern inside it, None: the root),
+        ``stacked`` and ``container``; a mode may add its own (``store``)."""
+        container = None if self.container is None else os.path.basename(self.container)
+        return {"payload": payload_name(self.stem, "{i}"),
+                "group": None, "stacked": None, "container": container}
+
+    # -- before any task (client) --------------------------------------------------------
+    def prepare(self) -> None:
+        """Create what the run's storage needs before the first task runs."""
+        os.makedirs(self.payload_dir, exist_ok=True)
+
+    # -- on the worker -------------------------------------------------------------------
+    @abstractmethod
+    def write_call(self, i: int, result: Any, templates: dict[str, dict[str, Any]],
+                   warnings: list[str]) -> Written:
+        """Keep call ``i``'s return value; describe it.
+
+        ``templates``: the batch's coordinate templates (``var_meta`` adds to them);
+        ``warnings``: where to say that a value was kept another way (e.g. pickled).
+
+        Raises
+        ------
+        StorageError
+            The value could not be written (the message names the path).
+        """
+
+    def write_batch(self, calls: Sequence[tuple[int, Any]],
+                    templates: dict[str, dict[str, Any]], warnings: list[str]) -> list[Written]:
+        """Keep the results of a batch of ``(call index, return value)``; one record each.
+
+        The default writes call by call; a backend writing one chunk per batch overrides it.
+        """
+        return [self.write_call(i, result, templates, warnings) for i, result in calls]
+
+    def stored(self, i: int, templates: dict[str, dict[str, Any]]) -> Written | None:
+        """The record of what call ``i`` already has in storage (resume, a re-run task), or
+        None. Only whole, readable results count."""
+        return None
+
+    def write_file(self, writer: Callable[..., Sums | None], path: str, value: Any) -> Sums | None:
+        """Run ``writer(path, value, checksums=...)``, an OS error named as a StorageError."""
+        try:
+            return writer(path, value, checksums=self.checksums)
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise storage_error(path, exc) from exc
+
+    def found_sums(self, path: str) -> Sums | None:
+        """Sums of a file found on disk (with ``checksums``)."""
+        if not self.checksums:
+            return None
+        try:
+            return Sums(*file_sums(path))
+        except OSError:
+            return None
+
+    # -- on the client -------------------------------------------------------------------
+    def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
+        """See the records of a batch as they reach the client (e.g. create arrays)."""
+        return None
+
+    def file_of(self, manifest: Manifest, i: int) -> str | None:
+        """Final path of call ``i``'s results (None when it has none)."""
+        from ..manifest import DONE
+
+        if manifest.status[i] != DONE:
+            return None
+        return self.payload(i, "pickle" if manifest.fmt[i] == "pickle" else "h5")
+
+    def finalize(self, manifest: Manifest) -> str | None:
+        """After the calls: write what completes the run (container, merge); its path."""
+        return None
+
+    def results(self, manifest: Manifest) -> list[Any]:
+        """What ``compute()`` returns in disk mode: each call's file, in call order."""
+        return [self.file_of(manifest, i) for i in range(manifest.n_inputs)]
+
+    # -- reading -------------------------------------------------------------------------
+    @classmethod
+    def reader_options(cls, manifest: Manifest) -> dict[str, Any]:
+        """Keywords of :class:`~acme_xr.callstack.CallStackArray` beyond the manifest's
+        locations: ``in_store`` marks the calls read from the run's store."""
+        return {"in_store": np.zeros(manifest.n_inputs, bool)}
+
+    @classmethod
+    def damaged(cls, run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
+        """Calls whose data in a store of the run's own is damaged: call -> (path, what is
+        wrong). Payload files are checked by :mod:`acme_xr.integrity` for every backend."""
+        return {}
+
+    @classmethod
+    def rebuild(cls, run_dir: str, files: dict[str, dict[int, str]]) -> Manifest | None:
+        """The manifest of a run of this mode in ``run_dir`` rebuilt by scanning, or None
+        when the directory holds no such run (``files``: stem -> {call: extension} of the
+        payload-named files found). Per-call files are scanned by :mod:`acme_xr.scan`."""
+        return None
