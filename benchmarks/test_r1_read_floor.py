@@ -147,7 +147,7 @@ def open_results_means(run_dir: str, names: tuple[str, ...]) -> dict[str, float]
 def kerchunk_means(refs: str, names: tuple[str, ...]) -> dict[str, float]:
     import xarray as xr
 
-    ds = xr.open_dataset(refs, engine="kerchunk", chunks={})
+    ds = xr.open_dataset(refs, engine="kerchunk")  # chunks=None: what plain xarray does
     return {name: float(ds[name].mean().compute()) for name in names}
 
 
@@ -168,7 +168,7 @@ def _references(run_dir: str) -> str:
     return _REFS[run_dir]
 
 
-ROUNDS = {FLOOR: 5, H5PY: 1, ACME_XR: 5, KERCHUNK: 3}
+ROUNDS = {FLOOR: 5, H5PY: 1, ACME_XR: 5, KERCHUNK: 1}
 
 
 @pytest.mark.parametrize("key", list(RUNS))
