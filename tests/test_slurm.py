@@ -175,7 +175,7 @@ def test_a_running_client_is_used_whatever_the_partition(client: Any) -> None:
 @pytest.mark.slurm
 def test_n_workers_auto_is_capped(tmp_path: Any) -> None:
     before = set(all_jobs())
-    with dask.config.set({"acme_xr.slurm.max-auto-workers": 1}):
+    with dask.config.set({"acme_xr.jobqueue.max-auto-workers": 1}):
         ids = ParallelMap(job_id, [1, 2, 3], partition="debug", mem_per_worker="200MiB",
                           write_worker_results=False, verbose=False).compute()
     new = set(all_jobs()) - before
@@ -245,9 +245,9 @@ def test_a_cancelled_worker_job_is_replaced() -> None:
 def test_ctrl_c_stays_a_keyboard_interrupt() -> None:
     # dask-jobqueue 0.9 replaces the SIGINT handler with sys.exit() when it is imported
     code = (
-        "import signal, acme_xr.slurm as s\n"
+        "import signal, acme_xr.jobqueue as s\n"
         "before = signal.getsignal(signal.SIGINT)\n"
-        "s._cluster_classes()\n"
+        "s._classes()\n"
         "assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,453 @@
+"""Worker jobs on a batch system through dask-jobqueue: SLURM, PBS, SGE, LSF, HTCondor.
+
+acme_xr never re-implements a batch system: :func:`jobqueue_cluster` picks dask-jobqueue's
+class by name (``"pbs"`` -> ``PBSCluster``, whose ``config_name`` is ``pbs``) and only decides
+the settings it passes. They come, for each setting, from the first of
+
+1. an explicit keyword (``partition`` is the system's queue),
+2. acme_xr's presets ``acme_xr.jobqueue.<kind>.*`` in dask.config (none are packaged),
+3. the site's ``jobqueue.yaml`` (``jobqueue.<kind>.*`` in dask.config),
+4. acme_xr's fallbacks where dask-jobqueue has no usable default (one core and one process
+   per job, ``acme_xr.jobqueue.memory-per-core`` of memory, the job name ``acme_xr-worker``,
+   a worker lifetime shorter than the walltime),
+5. dask-jobqueue's own defaults.
+
+A site value (3) is one that differs from dask-jobqueue's packaged ``jobqueue.yaml``, so the
+fallbacks (4) never mask what a site configured.
+
+Examples
+--------
+>>> kwargs = job_settings("pbs", {"queue": "short"})
+>>> kwargs["queue"], kwargs["cores"], kwargs["processes"], kwargs["job_name"]
+('short', 1, 1, 'acme_xr-worker')
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dask.config
+import yaml
+from dask.utils import format_bytes, parse_bytes
+
+from . import config
+from .errors import ClusterError, InputError
+
+__all__ = ["KINDS", "job_settings", "jobqueue_cluster", "lifetime_args", "walltime_seconds"]
+
+log = logging.getLogger(__name__)
+
+# kind -> dask-jobqueue's class; the kind is also the class's config_name
+KINDS = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+}
+# keyword of the cluster class -> its key in jobqueue.<kind> where the two differ
+_CONFIG_KEY = {"job_name": "name"}
+# systems without a queue to choose (HTCondor matches jobs to machines by requirements)
+_NO_QUEUE = ("htcondor",)
+
+
+def _check_kind(kind: Any) -> str:
+    if not isinstance(kind, str) or kind.lower() not in KINDS:
+        valid = ", ".join(repr(k) for k in ("local", *KINDS))
+        raise InputError(
+            f"cluster={kind!r} is not a kind of cluster acme_xr can start: give one of {valid}, "
+            "a distributed.Client or a dask Cluster object")
+    return kind.lower()
+
+
+@functools.cache
+def _packaged_defaults() -> dict[str, Any]:
+    """dask-jobqueue's own ``jobqueue.yaml`` (read, not imported: see :func:`_classes`)."""
+    spec = importlib.util.find_spec("dask_jobqueue")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = os.path.join(list(spec.submodule_search_locations)[0], "jobqueue.yaml")
+    with open(path, encoding="utf-8") as fh:
+        return dict(yaml.safe_load(fh).get("jobqueue", {}))
+
+
+def site_value(kind: str, keyword: str) -> Any:
+    """The site's setting ``jobqueue.<kind>.<key>`` for a cluster keyword, or None when the
+    site left dask-jobqueue's default.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"jobqueue.pbs.account": "lab42"}):
+    ...     site_value("pbs", "account"), site_value("pbs", "walltime")
+    ('lab42', None)
+    """
+    key = _CONFIG_KEY.get(keyword, keyword).replace("_", "-")
+    value = dask.config.get(f"jobqueue.{kind}.{key}", None)
+    default = _packaged_defaults().get(kind, {}).get(key)
+    return None if value is None or value == default else value
+
+
+def _presets(kind: str) -> dict[str, Any]:
+    """acme_xr's presets of this kind, as keywords of the cluster class."""
+    presets = dask.config.get(f"acme_xr.jobqueue.{kind}", None) or {}
+    if not isinstance(presets, dict):
+        raise InputError(f"the setting acme_xr.jobqueue.{kind} must be a mapping of "
+                         f"dask-jobqueue settings (e.g. account: lab42), not {presets!r}")
+    return {_keyword(k): v for k, v in presets.items()}
+
+
+def _keyword(key: str) -> str:
+    key = key.replace("-", "_")
+    return "job_name" if key == "name" else key
+
+
+def walltime_seconds(kind: str, walltime: Any) -> int | None:
+    """A walltime in the system's notation as seconds (None: none or not understood).
+
+    SLURM reads ``M``, ``M:S``, ``H:M:S``, ``D-H`` ... ``D-H:M:S``; LSF ``H:M`` or ``M``;
+    PBS and SGE ``H:M:S``.
+
+    Examples
+    --------
+    >>> walltime_seconds("slurm", "00:02:00"), walltime_seconds("slurm", "1-00:00:00")
+    (120, 86400)
+    >>> walltime_seconds("slurm", "5"), walltime_seconds("lsf", "01:30")
+    (300, 5400)
+    """
+    if walltime is None:
+        return None
+    text = str(walltime).strip()
+    days = 0
+    m = re.fullmatch(r"(\d+)-(.*)", text)
+    if m is not None:
+        days, text = int(m.group(1)), m.group(2)
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        return None
+    nums = [int(p) for p in parts]
+    if m is not None:  # SLURM's days-hours[:minutes[:seconds]]
+        nums = nums + [0] * (3 - len(nums))
+    elif len(nums) == 1:
+        nums = [0, nums[0], 0]  # minutes (SLURM, LSF)
+    elif len(nums) == 2:
+        nums = [nums[0], nums[1], 0] if kind == "lsf" else [0, nums[0], nums[1]]
+    hours, minutes, seconds = nums
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def lifetime_args(seconds: int | None) -> list[str]:
+    """dask worker arguments that retire a worker before its job's walltime ends.
+
+    A worker past its ``--lifetime`` hands its data over and exits gracefully, its job
+    ends, and the adaptive cluster submits a new job: the run goes on. The margin is a
+    quarter of the walltime, at most 5 minutes; ``--lifetime-stagger`` (a quarter of the
+    margin) keeps the workers from retiring all at once.
+
+    Examples
+    --------
+    >>> lifetime_args(3600)
+    ['--lifetime', '3300s', '--lifetime-stagger', '75s']
+    >>> lifetime_args(120), lifetime_args(30), lifetime_args(None)
+    (['--lifetime', '90s', '--lifetime-stagger', '7s'], [], [])
+    """
+    if seconds is None or seconds < 60:
+        return []
+    margin = min(300, seconds // 4)
+    return ["--lifetime", f"{seconds - margin}s", "--lifetime-stagger", f"{max(1, margin // 4)}s"]
+
+
+def _fallback_memory(cores: int) -> str:
+    per_core = parse_bytes(config.get("jobqueue.memory-per-core"))
+    return format_bytes(cores * per_core).replace(" ", "")
+
+
+def job_settings(kind: str, explicit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keywords acme_xr passes to dask-jobqueue's class for ``kind``.
+
+    Keys missing from the result are left to dask-jobqueue, which reads them from
+    ``jobqueue.<kind>`` (the site's jobqueue.yaml or its own defaults).
+
+    Parameters
+    ----------
+    kind : str
+        ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"`` or ``"htcondor"``.
+    explicit : dict, optional
+        Keywords given by the caller; they win over everything.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set({"jobqueue.sge.memory": "8GB", "acme_xr.jobqueue.sge.project": "x"}):
+    ...     s = job_settings("sge", {"cores": 2})
+    >>> "memory" in s, s["project"], s["cores"]
+    (False, 'x', 2)
+    """
+    kind = _check_kind(kind)
+    kwargs = {**_presets(kind), **(explicit or {})}
+
+    def unset(keyword: str) -> bool:
+        return kwargs.get(keyword) is None and site_value(kind, keyword) is None
+
+    for keyword, value in (("cores", 1), ("processes", 1), ("job_name", "acme_xr-worker")):
+        if unset(keyword):
+            kwargs[keyword] = value
+    if unset("memory"):
+        cores = kwargs.get("cores") or site_value(kind, "cores") or 1
+        kwargs["memory"] = _fallback_memory(int(cores))
+    if kind == "htcondor" and unset("disk"):
+        kwargs["disk"] = kwargs["memory"] if kwargs.get("memory") else site_value(kind, "memory")
+    # the site's extra worker arguments stay; the lifetime is added unless one is there
+    extra = list(kwargs.get("worker_extra_args") or site_value(kind, "worker_extra_args") or [])
+    if not any(str(a).startswith("--lifetime") for a in extra):
+        walltime = kwargs.get("walltime") or dask.config.get(f"jobqueue.{kind}.walltime", None)
+        extra += lifetime_args(walltime_seconds(kind, walltime))
+    if extra:
+        kwargs["worker_extra_args"] = extra
+    options = dict(site_value(kind, "scheduler_options") or {})
+    options.update(kwargs.get("scheduler_options") or {})
+    options.setdefault("dashboard_address", config.get("jobqueue.dashboard-address"))
+    kwargs["scheduler_options"] = options
+    return kwargs
+
+
+@functools.cache
+def _classes() -> dict[str, Any]:
+    """dask-jobqueue's cluster classes by kind, imported on first use.
+
+    dask-jobqueue 0.9 installs a SIGINT handler that calls ``sys.exit()`` when it is
+    imported (``dask_jobqueue/runner.py``): Ctrl-C would then raise SystemExit instead of
+    KeyboardInterrupt. The import therefore happens here, never at acme_xr's import, and
+    the previous handler is put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise ClusterError(
+            "start a batch-system cluster from the main thread: dask-jobqueue installs a "
+            "signal handler when it is imported, which only the main thread may do")
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return {kind: getattr(dask_jobqueue, name) for kind, name in KINDS.items()}
+
+
+def cluster_class(kind: str) -> Any:
+    """acme_xr's subclass of dask-jobqueue's cluster class for ``kind`` (same name with
+    ``_Acme`` in front): its jobs record a refused submission instead of raising it in the
+    event loop, and ``close()`` runs ``acme_after_close`` (SLURM: wait until squeue no
+    longer lists the jobs) and removes a temporary log directory."""
+    return _acme_classes()[_check_kind(kind)]
+
+
+@functools.cache
+def _acme_classes() -> dict[str, Any]:
+    from distributed.core import Status
+
+    out: dict[str, Any] = {}
+    for kind, base in _classes().items():
+        job_base = base.job_cls
+
+        class _Job(job_base):  # type: ignore[misc, valid-type]
+            submit_errors: list[str] = []
+
+            async def start(self) -> None:
+                try:
+                    await super().start()
+                except RuntimeError as exc:  # "Command exited with non-zero exit code ..."
+                    text = str(exc)
+                    reason = text.split("stderr:", 1)[-1].strip() or text
+                    self.submit_errors.append(reason)
+                    self.status = Status.failed  # lets the cluster close without this job
+                    log.warning("the batch system refused a dask worker job: %s", reason)
+
+        class _Cluster(base):  # type: ignore[misc, valid-type]
+            acme_log_directory: str | None = None
+            acme_remove_logs = False
+            acme_after_close: Callable[[list[str]], None] | None = None
+
+            def job_ids(self) -> list[str]:
+                """Batch job ids of the workers this cluster submitted and still tracks."""
+                return [str(w.job_id) for w in self.workers.values()
+                        if getattr(w, "job_id", None)]
+
+            def close(self, timeout: float | None = None) -> Any:
+                jobs = self.job_ids()
+                try:
+                    return super().close(timeout)
+                finally:
+                    if self.acme_after_close is not None:
+                        self.acme_after_close(jobs)
+                    if self.acme_remove_logs and self.acme_log_directory:
+                        _remove_log_directory(self.acme_log_directory)
+
+        _Job.__name__ = _Job.__qualname__ = f"_Acme{job_base.__name__}"
+        _Cluster.__name__ = _Cluster.__qualname__ = f"_Acme{base.__name__}"
+        _Cluster.job_cls = _Job
+        out[kind] = _Cluster
+    return out
+
+
+def _remove_log_directory(path: str, patience: float = 5.0) -> None:
+    """Remove a job log directory, also when the batch system still writes a job's last
+    output into it after the job ended (one ``rmtree`` then leaves the directory behind)."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+def log_directory(kind: str, local: bool) -> tuple[str | None, bool]:
+    """Where worker jobs write their output, and whether it is ours to remove at close.
+
+    None when the site's jobqueue.yaml names one (dask-jobqueue uses it).
+    """
+    configured = config.get("jobqueue.log-directory")
+    if configured:
+        path = os.path.abspath(os.path.expanduser(str(configured)))
+        os.makedirs(path, exist_ok=True)
+        return path, False
+    if site_value(kind, "log_directory") is not None:
+        return None, False
+    if local:
+        return tempfile.mkdtemp(prefix=f"acme_xr-{kind}-"), True
+    # compute nodes do not see the submit host's /tmp, but usually share the home directory
+    import datetime
+
+    base = os.path.join(os.path.expanduser("~"), ".acme_xr", f"{kind}-logs")
+    os.makedirs(base, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-")
+    return tempfile.mkdtemp(prefix=stamp, dir=base), True
+
+
+def jobqueue_cluster(kind: str, settings: dict[str, Any], local: bool = False) -> Any:
+    """Make (not yet scale) acme_xr's dask-jobqueue cluster of ``kind`` with ``settings``
+    from :func:`job_settings`; ``local``: every node is this machine (logs go to /tmp).
+
+    Returns the cluster and the list its jobs append refused submissions to.
+    """
+    cls = cluster_class(kind)
+    kwargs = dict(settings)
+    errors: list[str] = []
+    # a job class per cluster, so that each cluster sees its own refusals
+    kwargs["job_cls"] = type(cls.job_cls.__name__, (cls.job_cls,), {"submit_errors": errors})
+    log_dir, remove = (kwargs["log_directory"], False) if kwargs.get("log_directory") \
+        else log_directory(kind, local)
+    if log_dir is not None:
+        kwargs["log_directory"] = log_dir
+    try:
+        cluster = cls(**kwargs)
+    except BaseException:
+        if remove and log_dir:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
+    cluster.acme_log_directory, cluster.acme_remove_logs = log_dir, remove
+    cluster.acme_submit_errors = errors
+    return cluster
+
+
+def start_jobqueue(
+    kind: str,
+    n_workers: tuple[int, int],
+    partition: str = "auto",
+    mem_per_worker: str | None = None,
+    cores: int | None = None,
+    timeout: float = 60,
+    **cluster_kwargs: Any,
+) -> Any:
+    """Start worker jobs of ``kind`` (checked arguments: see :func:`acme_xr.cluster_setup`);
+    return a client once the first worker has connected."""
+    kind = _check_kind(kind)
+    explicit = dict(cluster_kwargs)
+    if cores is not None:
+        explicit["cores"] = cores
+    if mem_per_worker not in (None, "auto"):
+        explicit["memory"] = str(mem_per_worker).replace(" ", "")
+    if partition != "auto":
+        if kind in _NO_QUEUE:
+            raise InputError(f"partition={partition!r}: {kind} has no queues to choose; leave "
+                             "partition='auto' and give job_extra_directives instead")
+        explicit["queue"] = partition
+    local = False
+    if kind == "slurm":
+        from .slurm import prepare
+
+        queue = explicit.get("queue") or _presets(kind).get("queue") or site_value(kind, "queue")
+        local = prepare(queue)
+    settings = job_settings(kind, explicit)
+    if settings.get("interface") is None and site_value(kind, "interface") is None:
+        interface = config.get("jobqueue.interface")
+        if interface == "auto":
+            # a one-node cluster on this machine: keep scheduler and workers on the loopback
+            interface = "lo" if local else None
+        if interface is not None:
+            settings["interface"] = interface
+    cluster = jobqueue_cluster(kind, settings, local)
+    if kind == "slurm":
+        from .slurm import _wait_until_gone
+
+        cluster.acme_after_close = _wait_until_gone
+    from distributed import Client
+
+    client = None
+    try:
+        client = Client(cluster)
+        # adapt(), also with a fixed size, submits a new job when one ends (unlike scale())
+        cluster.adapt(minimum=n_workers[0], maximum=n_workers[1])
+        _wait_for_first_worker(client, cluster, kind, partition, timeout)
+    except BaseException:
+        if client is not None:
+            client.close()
+        cluster.close()
+        raise
+    log.info("%s cluster: %s worker job(s) of %s core(s) and %s, logs in %s", kind,
+             "-".join(map(str, sorted(set(n_workers)))), settings.get("cores"),
+             settings.get("memory"), cluster.acme_log_directory)
+    return client
+
+
+def _wait_for_first_worker(client: Any, cluster: Any, kind: str, partition: str,
+                           timeout: float) -> None:
+    import time
+
+    queue = "SLURM partition" if kind == "slurm" else f"{kind.upper()} queue"
+    where = f"{queue} {partition!r}" if partition != "auto" else f"the {kind.upper()} cluster"
+    submit = {"slurm": "sbatch", "lsf": "bsub", "htcondor": "condor_submit"}.get(kind, "qsub")
+    errors = cluster.acme_submit_errors
+    deadline = time.monotonic() + timeout
+    while True:
+        if errors:
+            raise ClusterError(
+                f"{submit} refused the dask worker jobs for {where}: {errors[0]} -- ask "
+                "for what the queue allows (mem_per_worker, cores, walltime)")
+        if time.monotonic() > deadline:
+            if kind == "slurm":
+                from .slurm import describe_jobs
+
+                jobs = describe_jobs(cluster.job_ids())
+            else:
+                jobs = ", ".join(cluster.job_ids()) or "none submitted"
+            cluster.acme_remove_logs = False  # the error points to them
+            raise ClusterError(
+                f"no dask worker started in {where} within {timeout:g} s (jobs: {jobs}). Raise "
+                f"setup_timeout, choose a less busy queue, or read the job logs in "
+                f"{cluster.acme_log_directory}")
+        try:  # short waits, so that a refused job is reported at once
+            client.wait_for_workers(1, timeout=0.2)
+            return
+        except TimeoutError:  # dask.distributed.TimeoutError is the builtin
+            continue
