@@ -168,8 +168,10 @@ def lifetime_args(seconds: int | None) -> list[str]:
 
 
 def _fallback_memory(cores: int) -> str:
-    per_core = parse_bytes(config.get("jobqueue.memory-per-core"))
-    return format_bytes(cores * per_core).replace(" ", "")
+    per_core = config.get("jobqueue.memory-per-core")
+    if cores == 1:  # as written: "2GB" stays 2 GB, not its rounding "1.86GiB"
+        return str(per_core).replace(" ", "")
+    return format_bytes(cores * parse_bytes(per_core)).replace(" ", "")
 
 
 def job_settings(kind: str, explicit: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -194,6 +196,7 @@ def job_settings(kind: str, explicit: dict[str, Any] | None = None) -> dict[str,
     (False, 'x', 2)
     """
     kind = _check_kind(kind)
+    _classes()  # dask-jobqueue's import puts its defaults under the site's settings
     kwargs = {**_presets(kind), **(explicit or {})}
 
     def unset(keyword: str) -> bool:
@@ -211,9 +214,9 @@ def job_settings(kind: str, explicit: dict[str, Any] | None = None) -> dict[str,
     extra = list(kwargs.get("worker_extra_args") or site_value(kind, "worker_extra_args") or [])
     if not any(str(a).startswith("--lifetime") for a in extra):
         walltime = kwargs.get("walltime") or dask.config.get(f"jobqueue.{kind}.walltime", None)
-        extra += lifetime_args(walltime_seconds(kind, walltime))
-    if extra:
-        kwargs["worker_extra_args"] = extra
+        lifetime = lifetime_args(walltime_seconds(kind, walltime))
+        if lifetime:
+            kwargs["worker_extra_args"] = extra + lifetime
     options = dict(site_value(kind, "scheduler_options") or {})
     options.update(kwargs.get("scheduler_options") or {})
     options.setdefault("dashboard_address", config.get("jobqueue.dashboard-address"))
