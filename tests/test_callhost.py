@@ -165,14 +165,28 @@ def start_a_call_host() -> int:
         host.close()
 
 
-def test_a_daemonic_dask_worker_cannot_start_multiprocessing_children(client: Any) -> None:
+@pytest.fixture(scope="module")
+def own_client() -> Any:
+    """A one-worker cluster of these tests' own: loky leaves its resource tracker behind
+    in a worker it tried to use, which the shared cluster's other tests would count."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster,
+                                                                 set_as_default=False) as c:
+        yield c
+
+
+def test_a_daemonic_dask_worker_cannot_start_multiprocessing_children(own_client: Any) -> None:
     """Why loky and pebble cannot host the calls: both start multiprocessing children."""
+    client = own_client
     message = client.submit(start_a_multiprocessing_child, pure=False).result()
     assert message == "daemonic processes are not allowed to have children"
     assert client.submit(start_a_call_host, pure=False).result() == 5  # subprocess works
 
 
-def test_loky_cannot_start_its_workers_in_a_daemonic_dask_worker(client: Any) -> None:
+def test_loky_cannot_start_its_workers_in_a_daemonic_dask_worker(own_client: Any) -> None:
+    client = own_client
     try:
         import joblib  # noqa: F401 - joblib vendors loky
     except ImportError:
