@@ -172,7 +172,8 @@ def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
             client.wait_for_workers(n[0])
         else:
             cluster.adapt(minimum=n[0], maximum=n[1])
-            client.wait_for_workers(max(1, n[0]))
+            if n[0] > 0:  # with 0, workers start only once there is work
+                client.wait_for_workers(n[0])
         log.info("started %s", cluster)
     except BaseException:
         if client is not None:

@@ -59,6 +59,28 @@ KINDS = {
 _CONFIG_KEY = {"job_name": "name"}
 # systems without a queue to choose (HTCondor matches jobs to machines by requirements)
 _NO_QUEUE = ("htcondor",)
+# the command dask-jobqueue submits worker jobs with
+SUBMIT = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub",
+          "htcondor": "condor_submit"}
+
+
+def check_submit_command(kind: str) -> None:
+    """Refuse a batch system whose submit command is not on this machine, before anything
+    is created (else the first job would fail only once the run has started).
+
+    Examples
+    --------
+    >>> check_submit_command("htcondor")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    acme_xr.errors.ClusterError: cluster='htcondor' submits worker jobs with `condor_submit`, ...
+    """
+    command = SUBMIT[_check_kind(kind)]
+    if shutil.which(command) is None:
+        raise ClusterError(
+            f"cluster={kind!r} submits worker jobs with `{command}`, which is not on this "
+            f"machine's PATH: run on a submit node of the {kind.upper()} cluster, or choose "
+            "another cluster (cluster='local' runs here)")
 
 
 def _check_kind(kind: Any) -> str:
@@ -267,7 +289,7 @@ def _acme_classes() -> dict[str, Any]:
             async def start(self) -> None:
                 try:
                     await super().start()
-                except RuntimeError as exc:  # "Command exited with non-zero exit code ..."
+                except Exception as exc:  # noqa: BLE001 - "Command exited with non-zero ..."
                     text = str(exc)
                     reason = text.split("stderr:", 1)[-1].strip() or text
                     self.submit_errors.append(reason)
@@ -385,6 +407,7 @@ def start_jobqueue(
             raise InputError(f"partition={partition!r}: {kind} has no queues to choose; leave "
                              "partition='auto' and give job_extra_directives instead")
         explicit["queue"] = partition
+    check_submit_command(kind)
     local = False
     if kind == "slurm":
         from .slurm import prepare
@@ -411,7 +434,8 @@ def start_jobqueue(
         client = Client(cluster)
         # adapt(), also with a fixed size, submits a new job when one ends (unlike scale())
         cluster.adapt(minimum=n_workers[0], maximum=n_workers[1])
-        _wait_for_first_worker(client, cluster, kind, partition, timeout)
+        if n_workers[0] > 0:  # with 0, jobs start only once there is work
+            _wait_for_first_worker(client, cluster, kind, partition, timeout)
     except BaseException:
         if client is not None:
             client.close()
@@ -429,7 +453,7 @@ def _wait_for_first_worker(client: Any, cluster: Any, kind: str, partition: str,
 
     queue = "SLURM partition" if kind == "slurm" else f"{kind.upper()} queue"
     where = f"{queue} {partition!r}" if partition != "auto" else f"the {kind.upper()} cluster"
-    submit = {"slurm": "sbatch", "lsf": "bsub", "htcondor": "condor_submit"}.get(kind, "qsub")
+    submit = SUBMIT[kind]
     errors = cluster.acme_submit_errors
     deadline = time.monotonic() + timeout
     while True:

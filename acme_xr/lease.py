@@ -119,10 +119,19 @@ class ClusterLease:
     def check(self) -> None:
         """Check what :meth:`acquire` will need (the SLURM partition) before a run creates
         anything; raises InputError or ClusterError."""
-        if self.kind == "slurm" and self.partition != "auto":
+        kind = self.kind
+        if kind not in (None, "local", "slurm"):
+            from .jobqueue import check_submit_command
+
+            check_submit_command(kind)
+        if kind == "slurm" and self.partition != "auto":
             from .slurm import check_partition
 
             check_partition(self.partition)
+        elif kind == "slurm" and self.cluster == "slurm":
+            from .jobqueue import check_submit_command
+
+            check_submit_command(kind)
         elif self.kind == "htcondor" and self.partition != "auto":
             raise InputError(f"partition={self.partition!r}: htcondor has no queues to "
                              "choose; leave partition='auto'")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +299,22 @@ def test_walltimes_are_read_in_each_systems_notation() -> None:
     assert walltime_seconds("pbs", "bogus") is None
     assert re.fullmatch(r"\d+s", job_settings("slurm", {"walltime": "5"})
                         ["worker_extra_args"][1])
+
+
+@pytest.mark.parametrize("kind, command", [("pbs", "qsub"), ("sge", "qsub"), ("lsf", "bsub"),
+                                           ("htcondor", "condor_submit")])
+def test_a_batch_system_without_its_submit_command_fails_before_any_file(
+        tmp_path: Path, kind: str, command: str) -> None:
+    from acme_xr.errors import ClusterError
+
+    if shutil.which(command) is not None:
+        pytest.skip(f"`{command}` exists on this machine: the error cannot happen here")
+    with pytest.raises(ClusterError, match=rf"cluster='{kind}' .*`{command}`.*cluster='local'"):
+        ParallelMap(double, [1, 2], cluster=kind).compute()
+    assert os.listdir(tmp_path) == []
+
+
+def test_adaptive_from_zero_workers_starts_them_when_work_comes(tmp_path: Path) -> None:
+    out = ParallelMap(double, list(range(6)), n_workers=(0, 2), write_worker_results=False,
+                      verbose=False).compute()
+    assert out == [0, 2, 4, 6, 8, 10]
