@@ -260,7 +260,8 @@ def cluster_setup(
 
 def _setup(kind: Any, n_workers: Any, partition: Any, mem_per_worker: Any, cores: Any,
            timeout: Any, quiet: bool = False, **cluster_kwargs: Any) -> Any:
-    from .jobqueue import _check_kind, start_jobqueue
+    from .jobcluster import start_jobqueue
+    from .jobqueue import _check_kind
 
     if not (isinstance(kind, str) and kind.lower() == "local"):
         kind = _check_kind(kind)

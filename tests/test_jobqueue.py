@@ -23,7 +23,8 @@ import yaml
 
 from acme_xr import ParallelMap, cluster_setup
 from acme_xr.errors import InputError, InputTypeError
-from acme_xr.jobqueue import _classes, job_settings, jobqueue_cluster
+from acme_xr.jobcluster import jobqueue_cluster
+from acme_xr.jobqueue import _classes, job_settings
 
 from .processes import live_children
 
