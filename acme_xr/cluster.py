@@ -20,7 +20,7 @@ from typing import Any
 from dask.utils import parse_bytes
 
 from . import config
-from .errors import InputError, InputTypeError
+from .errors import ClusterError, InputError, InputTypeError
 from .guard import check_main_guard
 
 __all__ = ["cluster_setup", "local_cluster_setup", "cluster_cleanup", "available_cores",
@@ -133,7 +133,7 @@ def local_cluster_setup(
 
 
 def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
-           quiet: bool = False, **cluster_kwargs: Any) -> Any:
+           quiet: bool = False, timeout: float = 60, **cluster_kwargs: Any) -> Any:
     n = (available_cores(),) * 2
     if n_workers is not None:
         n = _bounds(check_n_workers(n_workers, allow_auto=False))  # type: ignore[arg-type]
@@ -169,11 +169,15 @@ def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
         client = Client(cluster)
         if n[0] == n[1]:
             cluster.scale(n[0])
-            client.wait_for_workers(n[0])
         else:
             cluster.adapt(minimum=n[0], maximum=n[1])
-            if n[0] > 0:  # with 0, workers start only once there is work
-                client.wait_for_workers(n[0])
+        if n[0] > 0:  # with 0, workers start only once there is work
+            try:
+                client.wait_for_workers(n[0], timeout=timeout)
+            except TimeoutError as exc:  # a worker that cannot start must not hang the run
+                raise ClusterError(
+                    f"only {len(cluster.workers)} of {n[0]} local dask workers started within "
+                    f"{timeout:g} s: see the errors above, or raise setup_timeout") from exc
         log.info("started %s", cluster)
     except BaseException:
         if client is not None:
@@ -288,7 +292,8 @@ def _setup(kind: Any, n_workers: Any, partition: Any, mem_per_worker: Any, cores
                              "'slurm' (or 'pbs', ...), or leave partition='auto'")
         if cores is not None:
             cluster_kwargs.setdefault("threads_per_worker", cores)
-        return _local(n_workers, mem_per_worker, False, quiet=quiet, **cluster_kwargs)
+        return _local(n_workers, mem_per_worker, False, quiet=quiet, timeout=max(timeout, 1),
+                      **cluster_kwargs)
     client = start_jobqueue(kind, _bounds(n_workers or 1), partition, mem_per_worker, cores,
                             timeout, **cluster_kwargs)
     _announce(client, quiet)

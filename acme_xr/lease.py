@@ -107,7 +107,10 @@ class ClusterLease:
         (the default client, a given Client or Cluster)."""
         if isinstance(self.cluster, str):
             return self.cluster
-        if self.cluster is not None or _running_client() is not None:
+        # without distributed imported there is no running client (and the import, ~0.5 s,
+        # waits until a cluster is needed)
+        if self.cluster is not None or ("distributed" in sys.modules
+                                        and _running_client() is not None):
             return None
         return "local" if self.partition == "auto" else "slurm"
 
