@@ -27,7 +27,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import errors
-    from .cluster import cluster_cleanup, local_cluster_setup
+    from .cluster import cluster_cleanup, cluster_setup, local_cluster_setup
     from .map import ParallelMap
     from .payload import open_payload
     from .references import write_references
@@ -38,6 +38,7 @@ __all__ = [
     "ParallelMap",
     "open_results",
     "open_payload",
+    "cluster_setup",
     "local_cluster_setup",
     "slurm_cluster_setup",
     "cluster_cleanup",
@@ -50,6 +51,7 @@ _LAZY = {
     "ParallelMap": ".map",
     "open_results": ".results",
     "open_payload": ".payload",
+    "cluster_setup": ".cluster",
     "local_cluster_setup": ".cluster",
     "slurm_cluster_setup": ".slurm",
     "cluster_cleanup": ".cluster",

@@ -43,7 +43,7 @@ from .errors import InputError, InputTypeError, SignatureError
 from .inputs import Argument, CallPlan, _bind
 
 if TYPE_CHECKING:
-    from .cluster import ClusterLease
+    from .lease import ClusterLease
     from .options import Options
 
 __all__ = ["AcmeAttributes", "AcmeDaemon", "AcmeConfig"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import sys
-import time
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -23,7 +23,8 @@ from . import config
 from .errors import ClusterError, InputError, InputTypeError
 from .guard import check_main_guard
 
-__all__ = ["local_cluster_setup", "cluster_cleanup", "ClusterLease", "available_cores"]
+__all__ = ["cluster_setup", "local_cluster_setup", "cluster_cleanup", "available_cores",
+           "check_n_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,77 @@ def _ask_yes(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def check_n_workers(value: Any, allow_auto: bool = True) -> int | str | tuple[int, int]:
+    """Check ``n_workers``: a whole number >= 1, ``"auto"``, or a ``(minimum, maximum)``
+    pair of them for adaptive workers (``cluster.adapt(minimum, maximum)``).
+
+    Examples
+    --------
+    >>> check_n_workers(4), check_n_workers((1, 4)), check_n_workers([2, 2])
+    (4, (1, 4), (2, 2))
+    >>> check_n_workers((4, 1))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    acme_xr.errors.InputError: n_workers=(4, 1) is not valid: give a whole number >= 1, ...
+    """
+    allowed = ("a whole number >= 1, 'auto' or (minimum, maximum) with 0 <= minimum <= "
+               "maximum and maximum >= 1, e.g. (1, 4)")
+    if isinstance(value, str) and allow_auto and value == "auto":
+        return value
+    if isinstance(value, (tuple, list)):
+        if (len(value) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                    for v in value)
+                and 0 <= value[0] <= value[1] and value[1] >= 1):
+            return int(value[0]), int(value[1])
+        raise InputError(f"n_workers={tuple(value)!r} is not valid: give {allowed}")
+    if isinstance(value, str):
+        raise InputError(f"n_workers={value!r} is not valid: give {allowed}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"n_workers must be {allowed}, not {value!r} "
+                             f"({type(value).__name__})")
+    if not float(value).is_integer() or value < 1:
+        raise InputError(f"n_workers={value!r} is not valid: give {allowed}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _bounds(n_workers: int | tuple[int, int]) -> tuple[int, int]:
+    return n_workers if isinstance(n_workers, tuple) else (n_workers, n_workers)
+
+
+def _announce(client: Any, quiet: bool = False) -> None:
+    """Say where the new cluster's dashboard is, as ACME does (nothing without one)."""
+    try:
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001 - no dashboard (disabled, or bokeh missing)
+        link = None
+    if not link:
+        return
+    log.info("dask dashboard: %s", link)
+    if not quiet:
+        print(f"acme_xr: dask dashboard at {link}")
+
+
 def local_cluster_setup(
-    n_workers: int | None = None,
+    n_workers: int | tuple[int, int] | None = None,
     mem_per_worker: str | None = None,
     interactive: bool = False,
+    **cluster_kwargs: Any,
 ) -> Any:
     """Start a local dask cluster of worker processes and return a client of it.
 
     Parameters
     ----------
-    n_workers : int, optional
-        Worker processes to start (default: one per available CPU core).
+    n_workers : int or (int, int), optional
+        Worker processes to start (default: one per available CPU core); a pair
+        ``(minimum, maximum)`` makes the cluster adaptive.
     mem_per_worker : str, optional
         Memory limit of each worker, e.g. ``"4GB"`` (default: dask's share of the machine).
     interactive : bool
         If True, first ask at the terminal whether a script calling this guards its code
         with ``if __name__ == "__main__":`` (worker processes re-import the main module);
         answering no returns None.
+    **cluster_kwargs
+        Passed to :class:`distributed.LocalCluster`.
 
     Returns
     -------
@@ -68,15 +123,20 @@ def local_cluster_setup(
 
     Examples
     --------
-    >>> client = local_cluster_setup(n_workers=2, mem_per_worker="1GB")
+    >>> client = local_cluster_setup(n_workers=2, mem_per_worker="1GB")  # doctest: +ELLIPSIS
+    acme_xr: dask dashboard at http://.../status
     >>> len(client.scheduler_info(n_workers=-1)["workers"])
     2
     >>> cluster_cleanup(client)
     """
-    if n_workers is not None and (
-        isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1
-    ):
-        raise InputError(f"n_workers={n_workers!r} is not valid: give a whole number >= 1 or None")
+    return _local(n_workers, mem_per_worker, interactive, **cluster_kwargs)
+
+
+def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
+           quiet: bool = False, timeout: float = 60, **cluster_kwargs: Any) -> Any:
+    n = (available_cores(),) * 2
+    if n_workers is not None:
+        n = _bounds(check_n_workers(n_workers, allow_auto=False))  # type: ignore[arg-type]
     if not isinstance(interactive, bool):
         raise InputTypeError(f"interactive must be True or False, not {interactive!r}")
     memory: Any = "auto"
@@ -95,30 +155,148 @@ def local_cluster_setup(
     import multiprocessing
 
     from distributed import Client, LocalCluster
-    from distributed.deploy.spec import SpecCluster
 
-    known, known_procs = set(SpecCluster._instances), set(multiprocessing.active_children())
+    known_procs = set(multiprocessing.active_children())
+    kwargs = {"threads_per_worker": int(config.get("local.threads-per-worker")),
+              "processes": True, "memory_limit": memory,
+              "dashboard_address": config.get("local.dashboard-address"), **cluster_kwargs}
+    cluster = client = None
     try:
-        cluster = LocalCluster(
-            n_workers=n_workers or available_cores(),
-            threads_per_worker=int(config.get("local.threads-per-worker")),
-            processes=True,
-            memory_limit=memory,
-            dashboard_address=config.get("local.dashboard-address"),
-        )
+        # the scheduler first, the workers after: a Ctrl-C (or an error) half-way through
+        # then finds the cluster object here to close, instead of worker processes that
+        # outlive the call (in a notebook, until the kernel dies)
+        cluster = LocalCluster(n_workers=0, **kwargs)
         client = Client(cluster)
+        if n[0] == n[1]:
+            cluster.scale(n[0])
+        else:
+            cluster.adapt(minimum=n[0], maximum=n[1])
+        if n[0] > 0:  # with 0, workers start only once there is work
+            try:
+                client.wait_for_workers(n[0], timeout=timeout)
+            except TimeoutError as exc:  # a worker that cannot start must not hang the run
+                raise ClusterError(
+                    f"only {len(cluster.workers)} of {n[0]} local dask workers started within "
+                    f"{timeout:g} s: see the errors above, or raise setup_timeout") from exc
         log.info("started %s", cluster)
     except BaseException:
-        # Ctrl-C (or an error) half-way through the start: stop the worker processes that
-        # are up already, or they outlive the call (in a notebook, until the kernel dies).
-        # A half-started LocalCluster cannot always close itself (nannies still starting).
-        for half in set(SpecCluster._instances) - known:
+        if client is not None:
             with contextlib.suppress(Exception):
-                half.close(timeout=10)
+                client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
         for proc in set(multiprocessing.active_children()) - known_procs:
             proc.kill()
             proc.join(5)
         raise
+    _announce(client, quiet)
+    return client
+
+
+def cluster_setup(
+    kind: str = "local",
+    n_workers: int | tuple[int, int] | None = None,
+    partition: str = "auto",
+    mem_per_worker: str | None = None,
+    cores: int | None = None,
+    timeout: float = 60,
+    **cluster_kwargs: Any,
+) -> Any:
+    """Start a dask cluster of ``kind`` and return a client of it (also the default client).
+
+    ``"local"`` starts a :class:`distributed.LocalCluster`; ``"slurm"``, ``"pbs"``, ``"sge"``,
+    ``"lsf"`` and ``"htcondor"`` submit worker jobs with dask-jobqueue's class of that name
+    (``SLURMCluster``, ...) and return once the first worker has connected; the other jobs
+    join while work runs, and a job that ends (walltime, cancelled, preempted) is replaced.
+
+    Each setting of the worker jobs comes from the first of: the keyword given here; the
+    setting ``acme_xr.jobqueue.<kind>.<key>`` in dask.config; the site's ``jobqueue.yaml``
+    (``jobqueue.<kind>.<key>``); acme_xr's fallbacks (one core and one process per job,
+    ``acme_xr.jobqueue.memory-per-core`` (2GB) of memory per core, the job name
+    ``acme_xr-worker``, ``--lifetime`` a little shorter than the walltime); dask-jobqueue's
+    defaults. See docs/clusters.md.
+
+    Parameters
+    ----------
+    kind : str
+        ``"local"``, ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"`` or ``"htcondor"``.
+    n_workers : int or (int, int), optional
+        Workers (worker jobs) to keep running; ``(minimum, maximum)``: adaptive, dask scales
+        between the two with the load. Default: one per core (local), one job otherwise.
+    partition : str
+        The queue of the worker jobs (SLURM: the partition, checked against ``sinfo``);
+        ``"auto"``: the site's ``jobqueue.<kind>.queue`` or the system's default queue.
+    mem_per_worker : str, optional
+        Memory of each worker, e.g. ``"4GB"``: the job's memory and the worker's limit.
+    cores : int, optional
+        Cores (dask threads) per worker job.
+    timeout : float
+        Seconds to wait for the first worker job to connect.
+    **cluster_kwargs
+        Passed to the cluster class (``walltime``, ``account``, ``job_extra_directives``,
+        ``interface``, ...).
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    InputError, InputTypeError
+        An unknown ``kind``, a bad ``n_workers``, ``cores``, ``mem_per_worker`` or
+        ``timeout``, an unknown SLURM partition: before any cluster starts.
+    ClusterError
+        No batch system here, the jobs were refused, or no worker connected in ``timeout``
+        seconds (the jobs are cancelled then).
+
+    Examples
+    --------
+    >>> client = cluster_setup("local", n_workers=(1, 2))  # doctest: +ELLIPSIS
+    acme_xr: dask dashboard at http://.../status
+    >>> client.submit(sum, [1, 2]).result()
+    3
+    >>> cluster_cleanup(client)
+    >>> client = cluster_setup("pbs", n_workers=(0, 10), walltime="04:00:00")  # doctest: +SKIP
+    """
+    return _setup(kind, n_workers, partition, mem_per_worker, cores, timeout, **cluster_kwargs)
+
+
+def _setup(kind: Any, n_workers: Any, partition: Any, mem_per_worker: Any, cores: Any,
+           timeout: Any, quiet: bool = False, **cluster_kwargs: Any) -> Any:
+    from .jobcluster import start_jobqueue
+    from .jobqueue import _check_kind
+
+    if not (isinstance(kind, str) and kind.lower() == "local"):
+        kind = _check_kind(kind)
+    else:
+        kind = "local"
+    if n_workers is not None:
+        n_workers = check_n_workers(n_workers, allow_auto=False)
+    if not isinstance(partition, str) or not partition.strip():
+        raise InputError(f"partition={partition!r} is not valid: give 'auto' or the name of a "
+                         "queue (SLURM partition)")
+    if cores is not None and (isinstance(cores, bool) or not isinstance(cores, int) or cores < 1):
+        raise InputError(f"cores={cores!r} is not valid: give a whole number >= 1")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise InputError(f"timeout={timeout!r} is not valid: give a number of seconds >= 0")
+    if mem_per_worker not in (None, "auto"):
+        try:
+            parse_bytes(mem_per_worker)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"mem_per_worker={mem_per_worker!r} is not a memory size: write "
+                             "e.g. '4GB'") from exc
+    if kind == "local":
+        if partition != "auto":
+            raise InputError(f"partition={partition!r} needs a batch system: give cluster="
+                             "'slurm' (or 'pbs', ...), or leave partition='auto'")
+        if cores is not None:
+            cluster_kwargs.setdefault("threads_per_worker", cores)
+        return _local(n_workers, mem_per_worker, False, quiet=quiet, timeout=max(timeout, 1),
+                      **cluster_kwargs)
+    client = start_jobqueue(kind, _bounds(n_workers or 1), partition, mem_per_worker, cores,
+                            timeout, **cluster_kwargs)
+    _announce(client, quiet)
     return client
 
 
@@ -160,106 +338,3 @@ def _running_client() -> Any:
         return default_client()
     except ValueError:
         return None
-
-
-class ClusterLease:
-    """A client for the duration of one run, closed afterwards as ``stop_client`` says.
-
-    Parameters
-    ----------
-    n_calls : int
-        Calls of the run (a local cluster never gets more workers than that).
-    n_workers, mem_per_worker, partition, setup_timeout, stop_client
-        :class:`~acme_xr.ParallelMap`'s keywords.
-    """
-
-    def __init__(
-        self,
-        n_calls: int,
-        n_workers: int | str = "auto",
-        mem_per_worker: str = "auto",
-        partition: str = "auto",
-        setup_timeout: float = 60,
-        stop_client: bool | str = "auto",
-    ) -> None:
-        self.n_calls = n_calls
-        self.n_workers = n_workers
-        self.mem_per_worker = mem_per_worker
-        self.partition = partition
-        self.setup_timeout = setup_timeout
-        self.stop_client = stop_client
-        self.client: Any = None
-        self.started = False
-        self.planned_slots = 0
-
-    def check(self) -> None:
-        """Check what :meth:`acquire` will need (the SLURM partition) before a run creates
-        anything; raises InputError or ClusterError."""
-        if self.partition != "auto" and _running_client() is None:
-            from .slurm import check_partition
-
-            check_partition(self.partition)
-
-    def acquire(self) -> Any:
-        """Return a client with at least one worker, starting a cluster if needed."""
-        if self.client is not None:
-            return self.client
-        client = _running_client()
-        if client is not None:
-            log.info("using the running dask client %s", client)
-            self.client = client
-            self._wait_for_workers(client)
-            return client
-        if self.partition != "auto":
-            from .slurm import auto_n_workers, slurm_cluster_setup
-
-            n = auto_n_workers(self.n_calls) if self.n_workers == "auto" else int(self.n_workers)
-            self.client = slurm_cluster_setup(
-                partition=self.partition,
-                n_workers=n,
-                mem_per_worker=None if self.mem_per_worker == "auto" else self.mem_per_worker,
-                timeout=self.setup_timeout,
-            )
-            self.planned_slots = n  # the other worker jobs join while the run goes on
-        else:
-            n = (
-                min(self.n_calls, available_cores())
-                if self.n_workers == "auto"
-                else int(self.n_workers)
-            )
-            self.client = local_cluster_setup(n_workers=max(1, n),
-                                              mem_per_worker=self.mem_per_worker)
-        self.started = True
-        return self.client
-
-    def _wait_for_workers(self, client: Any) -> None:
-        deadline = time.monotonic() + self.setup_timeout
-        while not client.scheduler_info(n_workers=-1).get("workers"):
-            if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"the running dask client {client} has no workers after "
-                    f"{self.setup_timeout:g} s: start workers, or close it "
-                    "(acme_xr.cluster_cleanup()) so that acme_xr starts a local cluster"
-                )
-            time.sleep(0.1)
-
-    def n_worker_slots(self) -> int:
-        """Worker threads available now, or planned (SLURM jobs join later); at least 1."""
-        info = self.client.scheduler_info(n_workers=-1).get("workers", {})
-        return max(1, self.planned_slots, sum(int(w.get("nthreads", 1)) for w in info.values()))
-
-    @property
-    def will_stop(self) -> bool:
-        """Whether :meth:`release` closes the client (else the cluster outlives the run)."""
-        return self.started if self.stop_client == "auto" else bool(self.stop_client)
-
-    def release(self) -> None:
-        """Close the client/cluster if ``stop_client`` says so; idempotent."""
-        client, self.client = self.client, None
-        if client is None:
-            return
-        if self.will_stop:
-            try:
-                cluster_cleanup(client)
-            except Exception as exc:  # a half-dead cluster must not hide the run's outcome
-                log.warning("closing the dask cluster failed: %s", exc)

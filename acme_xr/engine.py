@@ -41,6 +41,7 @@ import numpy as np
 
 from . import config
 from .batching import Batcher
+from .cancel import PLUGIN_NAME, active, running, watch_plugin
 from .errors import InputTypeError
 from .inputs import CallPlan
 from .shipping import Shipped, dumps, ship_runner, ship_values
@@ -61,14 +62,15 @@ class Chunk:
     cannot travel fails here, where its argument can be named.
     """
 
-    __slots__ = ("indices", "values")
+    __slots__ = ("indices", "values", "key")
 
-    def __init__(self, indices: list[int], values: Any) -> None:
+    def __init__(self, indices: list[int], values: Any, key: str | None = None) -> None:
         self.indices = indices
         self.values = values
+        self.key = key  # its dask task's, so that the batch can tell it was cancelled
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Chunk, (self.indices, self.values))
+        return (Chunk, (self.indices, self.values, self.key))
 
 
 class _Parcel:
@@ -89,7 +91,8 @@ def _load_runner(blob: bytes) -> _Parcel:
 
 
 def _run_chunk(parcel: _Parcel, chunk: Chunk) -> BatchResult:
-    result = parcel.runner.run(chunk.indices, chunk.values)
+    with running(chunk.key):
+        result = parcel.runner.run(chunk.indices, chunk.values)
     if result.values is not None and any(map(_foreign_byte_order, result.values)):
         # dask's own fallback pickling of an object like BatchResult (protocol 4) makes a
         # big-endian array native: such values travel as cloudpickle pickles them
@@ -213,6 +216,8 @@ def execute(
     if share_sys_path:  # workers of a LocalCluster we spawned inherited it already
         plugin = type("SysPathPlugin", (_SysPath, WorkerPlugin), {})(list(sys.path))
         client.register_plugin(plugin, name=_SysPath.name)
+    # lets a running batch see that its task was cancelled (see acme_xr.cancel)
+    client.register_plugin(watch_plugin(), name=PLUGIN_NAME)
 
     stem = getattr(plan.func, "__name__", "call")
     runner_futures: list[Any] = []
@@ -231,15 +236,13 @@ def execute(
         return runner_futures[-1]
 
     def submit(indices: list[int], tries: int = 0, alone: bool = False) -> None:
+        key = f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}"
         try:
-            chunk = Chunk(indices, ship_values(plan, indices))
+            chunk = Chunk(indices, ship_values(plan, indices), key)
         except InputTypeError as exc:  # these calls cannot run; the others can
             on_batch_error(indices, exc)
             return
-        fut = client.submit(
-            _run_chunk, runner_future(), chunk, pure=False,
-            key=f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}",
-        )
+        fut = client.submit(_run_chunk, runner_future(), chunk, pure=False, key=key)
         pending[fut] = (indices, tries, alone)
         arrivals.watch(fut)
 
@@ -336,9 +339,9 @@ def _without_result(batcher: Batcher, indices: list[int], tries: int, alone: boo
         on_batch_error(indices, exc)
 
 
-def _run_tasks(run_id: str, dask_worker: Any = None) -> list[str]:
-    """The tasks of run ``run_id`` this worker still knows (runs on a worker)."""
-    return [str(k) for k in dask_worker.state.tasks if run_id in str(k)]
+def _run_tasks(run_id: str) -> list[str]:
+    """The batches of run ``run_id`` this worker still runs (runs on a worker)."""
+    return active(run_id)
 
 
 def _wait_until_gone(client: Any, run_id: str, timeout: float) -> None:

@@ -20,7 +20,6 @@ import numpy as np
 
 from ._version import __version__
 from .acme_compat import AcmeAttributes
-from .cluster import ClusterLease, _running_client
 from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
 from .dryrun import confirm, dry_run
 from .engine import execute
@@ -35,6 +34,7 @@ from .fingerprint import compare_identity, run_identity
 from .guard import check_main_guard
 from .inputs import distribute
 from .layout import RunLayout, remove_old_runs
+from .lease import ClusterLease
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
 from .runlock import RunLock, process_record
@@ -89,13 +89,15 @@ class ParallelMap(AcmeAttributes):
     write_pickle : bool
         Pickle each call's return value to ``<func>_<i>.pickle`` instead of HDF5.
     partition : str
-        SLURM partition: anything but ``"auto"`` runs the workers as SLURM jobs.
-    n_workers : int or "auto"
-        Workers to start (auto: one per core, at most one per call; on SLURM, one worker
-        job per call, at most ``acme_xr.slurm.max-auto-workers``, default 32).
+        SLURM partition, or the queue of the batch system ``cluster`` names: with
+        ``cluster=None``, anything but ``"auto"`` runs the workers as SLURM jobs (as ACME).
+    n_workers : int, (int, int) or "auto"
+        Workers to start (auto: one per core, at most one per call; on a batch system, one
+        worker job per call, at most ``acme_xr.jobqueue.max-auto-workers``, default 32).
+        A pair ``(minimum, maximum)`` makes them adaptive (``cluster.adapt``).
     mem_per_worker : str
-        Memory per worker, e.g. ``"4GB"`` ("auto": dask's default; on SLURM 2GB, the
-        setting ``acme_xr.slurm.memory-per-core``). On SLURM it is the job's ``--mem``.
+        Memory per worker, e.g. ``"4GB"`` ("auto": dask's default; on a batch system the
+        site's ``jobqueue.<kind>.memory``, else 2GB per core). It is the job's memory.
     setup_timeout : float
         Seconds to wait for the first worker to come up; also how long a run waits when
         every worker is gone (killed, walltime) before it stops with ``ClusterError``.
@@ -131,6 +133,12 @@ class ParallelMap(AcmeAttributes):
         an ``output_dir`` that holds files is refused (``RunExistsError``).
     batch_size : int or "auto"
         Calls per dask task ("auto": sized so that a task runs ~0.2 s).
+    cluster : str, distributed.Client or dask Cluster, optional
+        Where the calls run. None: a running dask client, else a local cluster (or SLURM
+        with a ``partition``), as ACME. ``"local"``, ``"slurm"``, ``"pbs"``, ``"sge"``,
+        ``"lsf"``, ``"htcondor"``: start that cluster (see :func:`acme_xr.cluster_setup`
+        and docs/clusters.md for the settings order). A Client or Cluster: use it; it is
+        left running unless ``stop_client=True``.
     seed : int or numpy.random.SeedSequence, optional
         Give every call its own reproducible random stream: ``func`` must then have a
         parameter ``rng``, which receives ``numpy.random.default_rng(SeedSequence(seed,
@@ -188,7 +196,7 @@ class ParallelMap(AcmeAttributes):
         single_file: bool = False,
         write_pickle: bool = False,
         partition: str = "auto",
-        n_workers: int | str = "auto",
+        n_workers: int | str | tuple[int, int] = "auto",
         mem_per_worker: str = "auto",
         setup_timeout: float = 60,
         setup_interactive: bool = True,
@@ -202,6 +210,7 @@ class ParallelMap(AcmeAttributes):
         resume: bool | str = False,
         batch_size: int | str = "auto",
         seed: int | np.random.SeedSequence | None = None,
+        cluster: Any = None,
         **kwargs: Any,
     ) -> None:
         self.options = validate_options(
@@ -228,6 +237,7 @@ class ParallelMap(AcmeAttributes):
             resume=resume,
             batch_size=batch_size,
             seed=seed,
+            cluster=cluster,
         )
         # the plan also sets ACME's pmap.argv / pmap.kwargv (see acme_compat)
         self.plan = distribute(func, args, kwargs, self.options.n_inputs,
@@ -301,8 +311,7 @@ class ParallelMap(AcmeAttributes):
         self._sync_plan()  # edits of pmap.argv/kwargv: checked before anything is created
         o = self.options
         # only a local cluster's spawned workers re-import the script
-        check_main_guard(lambda: not debug and o.partition == "auto"
-                         and _running_client() is None)
+        check_main_guard(lambda: not debug and self._cluster_lease().spawns_local_workers)
         layout = (RunLayout.resolve(o, self.stem, self.n_inputs) if o.write_worker_results
                   else None)
         resuming = layout.check(bool(o.resume)) if layout is not None else False
@@ -381,7 +390,8 @@ class ParallelMap(AcmeAttributes):
         if self._lease is None:
             o = self.options
             self._lease = ClusterLease(self.n_inputs, o.n_workers, o.mem_per_worker,
-                                       o.partition, o.setup_timeout, o.stop_client)
+                                       o.partition, o.setup_timeout, o.stop_client,
+                                       cluster=o.cluster, quiet=o.verbose is False)
         return self._lease
 
     def _logfile(self, layout: RunLayout | None) -> str | None:
@@ -518,7 +528,7 @@ class ParallelMap(AcmeAttributes):
                 # all workers gone (killed, walltime) and none back: stop, do not hang
                 no_worker_timeout=max(float(self.options.setup_timeout), 1.0),
                 # spawned local workers start with this process's sys.path
-                share_sys_path=not (lease.started and self.options.partition == "auto"),
+                share_sys_path=lease.started_kind != "local",
                 # a cluster that outlives the run: its cancelled tasks end before _finish
                 settle=not lease.will_stop,
                 runner_blob=blob,

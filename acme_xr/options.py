@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from dask.utils import parse_bytes
 
+from .cluster import check_n_workers
 from .errors import InputError, InputTypeError, StorageError
+from .lease import check_cluster
 from .seeds import check_seed
 
 __all__ = ["Options", "validate_options", "STORAGES", "storage_names"]
@@ -59,7 +61,7 @@ class Options:
     single_file: bool = False
     write_pickle: bool = False
     partition: str = "auto"
-    n_workers: int | str = "auto"
+    n_workers: int | str | tuple[int, int] = "auto"
     mem_per_worker: str = "auto"
     setup_timeout: float = 60
     setup_interactive: bool = True
@@ -73,6 +75,7 @@ class Options:
     resume: bool | str = False
     batch_size: int | str = "auto"
     seed: np.random.SeedSequence | None = None
+    cluster: Any = None
 
     @property
     def stacking_axis(self) -> int | None:
@@ -237,7 +240,11 @@ def validate_options(**kw: Any) -> Options:
     values["resume"] = _resume(values["resume"])
     values["n_inputs"] = _int("n_inputs", values["n_inputs"], 1, allow=("auto",))
     values["cleanup_threshold_days"] = _days(values["cleanup_threshold_days"])
-    values["n_workers"] = _int("n_workers", values["n_workers"], 1, allow=("auto",))
+    # a (minimum, maximum) pair: adaptive workers; cluster: a kind, Client or Cluster
+    values["n_workers"] = (check_n_workers(values["n_workers"])
+                           if isinstance(values["n_workers"], (tuple, list)) else
+                           _int("n_workers", values["n_workers"], 1, allow=("auto",)))
+    values["cluster"] = check_cluster(values["cluster"])
     values["batch_size"] = _int("batch_size", values["batch_size"], 1, allow=("auto",))
     values["retries"] = _int("retries", values["retries"], 0)
     values["call_timeout"] = _seconds("call_timeout", values["call_timeout"], allow_none=True)

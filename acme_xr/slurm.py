@@ -1,9 +1,10 @@
-"""SLURM workers through dask-jobqueue.
+"""SLURM's conveniences on top of the generic batch-system path (:mod:`acme_xr.jobqueue`).
 
-``ParallelMap(..., partition="name")`` runs its calls on dask workers that are SLURM batch
-jobs in that partition: :func:`check_partition` validates the partition before anything is
-created, :func:`slurm_cluster_setup` submits the worker jobs and waits for the first one.
-Every SLURM command acme_xr runs itself goes through :func:`_slurm` (dask-jobqueue runs
+``ParallelMap(..., partition="name")`` (or ``cluster="slurm"``) runs its calls on dask
+workers that are SLURM batch jobs: :func:`check_partition` validates the partition against
+``sinfo`` before anything is created, :func:`prepare` tells whether the partition is this
+machine, and a closed cluster waits until ``squeue`` no longer lists its jobs. Every SLURM
+command acme_xr runs itself goes through :func:`_slurm` (dask-jobqueue runs
 ``sbatch``/``scancel``).
 
 Examples
@@ -19,28 +20,16 @@ On a machine with SLURM (``sbatch`` on the PATH):
 
 from __future__ import annotations
 
-import datetime
-import functools
 import logging
-import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from typing import Any
 
-import dask.config
-from dask.utils import format_bytes, parse_bytes
-
-from . import config
 from .errors import ClusterError, InputError, InputTypeError
 
-__all__ = ["slurm_cluster_setup", "slurm_partitions", "check_partition", "auto_n_workers"]
+__all__ = ["slurm_cluster_setup", "slurm_partitions", "check_partition", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -166,126 +155,6 @@ def _runs_here(node_lists: list[str]) -> bool:
     return bool(node_lists) and all(nodes in here for nodes in node_lists)
 
 
-def auto_n_workers(n_calls: int) -> int:
-    """Worker jobs for ``n_workers="auto"``: one per call, as ACME, at most
-    ``acme_xr.slurm.max-auto-workers``.
-
-    Examples
-    --------
-    >>> auto_n_workers(3), auto_n_workers(10_000) == auto_n_workers(10_001)
-    (3, True)
-    """
-    return max(1, min(int(n_calls), int(config.get("slurm.max-auto-workers"))))
-
-
-def _lifetime_args(walltime: Any) -> list[str]:
-    """Worker arguments that retire a worker a few minutes before its job's walltime, so
-    that its tasks move elsewhere instead of dying with the job; [] for short walltimes.
-
-    Examples
-    --------
-    >>> _lifetime_args("01:00:00")
-    ['--lifetime', '3300s', '--lifetime-stagger', '120s']
-    >>> _lifetime_args("00:10:00"), _lifetime_args(None)
-    ([], [])
-    """
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", str(walltime or "").strip())
-    if m is None:
-        return []
-    days, hours, minutes, seconds = (int(g or 0) for g in m.groups())
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-    if total < 15 * 60:
-        return []
-    # lifetime varies by +-stagger, so the latest retirement is 3 minutes before walltime
-    return ["--lifetime", f"{total - 300}s", "--lifetime-stagger", "120s"]
-
-
-def _log_directory(local: bool) -> tuple[str, bool]:
-    """Where worker jobs write their output, and whether it is ours to remove at close."""
-    configured = config.get("slurm.log-directory")
-    if configured:
-        path = os.path.abspath(os.path.expanduser(str(configured)))
-        os.makedirs(path, exist_ok=True)
-        return path, False
-    if local:
-        return tempfile.mkdtemp(prefix="acme_xr-slurm-"), True
-    # compute nodes do not see the submit host's /tmp, but usually share the home directory
-    base = os.path.join(os.path.expanduser("~"), ".acme_xr", "slurm-logs")
-    os.makedirs(base, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-")
-    return tempfile.mkdtemp(prefix=stamp, dir=base), True
-
-
-@functools.cache
-def _cluster_classes() -> tuple[type, type]:
-    """acme_xr's SLURMCluster and SLURMJob, defined on first use.
-
-    dask-jobqueue 0.9 installs a SIGINT handler that calls ``sys.exit()`` when it is
-    imported (``dask_jobqueue/runner.py``): Ctrl-C would then raise SystemExit instead of
-    KeyboardInterrupt. The import therefore happens here, never at acme_xr's import, and
-    the previous handler is put back.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        raise ClusterError(
-            "start a SLURM cluster from the main thread: dask-jobqueue installs a signal "
-            "handler when it is imported, which only the main thread may do"
-        )
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        from dask_jobqueue import SLURMCluster
-        from dask_jobqueue.slurm import SLURMJob
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    from distributed.core import Status
-
-    class _AcmeSLURMJob(SLURMJob):  # type: ignore[misc]
-        """A worker job whose failed ``sbatch`` is recorded, not raised in the event loop."""
-
-        submit_errors: list[str] = []
-
-        async def start(self) -> None:
-            try:
-                await super().start()
-            except RuntimeError as exc:  # dask-jobqueue: "Command exited with non-zero ..."
-                text = str(exc)
-                reason = text.split("stderr:", 1)[-1].strip() or text
-                self.submit_errors.append(reason)
-                self.status = Status.failed  # lets the cluster close without this job
-                log.warning("sbatch refused a dask worker job: %s", reason)
-
-    class _AcmeSLURMCluster(SLURMCluster):  # type: ignore[misc]
-        """A SLURMCluster whose ``close()`` returns once its jobs have left ``squeue``."""
-
-        acme_log_directory: str | None = None
-        acme_remove_logs = False
-
-        def job_ids(self) -> list[str]:
-            """SLURM job ids of the workers this cluster submitted and still tracks."""
-            return [str(w.job_id) for w in self.workers.values() if getattr(w, "job_id", None)]
-
-        def close(self, timeout: float | None = None) -> Any:
-            jobs = self.job_ids()
-            try:
-                return super().close(timeout)
-            finally:
-                _wait_until_gone(jobs)
-                if self.acme_remove_logs and self.acme_log_directory:
-                    _remove_log_directory(self.acme_log_directory)
-
-    return _AcmeSLURMCluster, _AcmeSLURMJob
-
-
-def _remove_log_directory(path: str, patience: float = 5.0) -> None:
-    """Remove a job log directory, also when slurmd still writes a job's last output into
-    it after the job left ``squeue`` (one ``rmtree`` then leaves the directory behind)."""
-    deadline = time.monotonic() + patience
-    while True:
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path) or time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
-
-
 def _queued(job_ids: list[str]) -> dict[str, str]:
     """Job id -> "STATE (reason)" of those of ``job_ids`` that squeue still lists."""
     if not job_ids:
@@ -316,60 +185,40 @@ def _wait_until_gone(job_ids: list[str]) -> None:
         time.sleep(0.1)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name}={value!r} is not valid: give a whole number >= 1")
-    return value
+
+def prepare(partition: str | None) -> bool:
+    """SLURM's checks before a cluster starts: ``sbatch`` exists and ``partition`` (None:
+    SLURM's default one) is a partition of this cluster. Returns whether every node of it
+    is this machine (a one-node cluster: scheduler and workers then use the loopback)."""
+    if partition is None:
+        _require_sbatch("auto")
+        nodes = [n for lists in _partition_nodes().values() for n in lists]
+        return _runs_here(nodes)
+    return _runs_here(_partition_nodes_of(partition))
+
+
+def describe_jobs(job_ids: list[str]) -> str:
+    """What squeue says about the jobs, for an error message."""
+    try:
+        states = _queued(job_ids)
+    except ClusterError as exc:
+        return f"squeue failed: {exc}"
+    return ", ".join(f"{j} {s}" for j, s in states.items()) or "none queued"
 
 
 def slurm_cluster_setup(
-    partition: str,
-    n_workers: int = 1,
+    partition: str = "auto",
+    n_workers: int | tuple[int, int] = 1,
     mem_per_worker: str | None = None,
     timeout: float = 60,
-    cores: int = 1,
+    cores: int | None = None,
     **cluster_kwargs: Any,
 ) -> Any:
-    """Start ``n_workers`` dask workers as SLURM jobs in ``partition``; return a client.
+    """Start dask workers as SLURM jobs in ``partition``; return a client.
 
-    Every worker is one batch job running this interpreter (``sys.executable``, so the same
-    virtual environment) with ``cores`` threads and ``mem_per_worker`` of memory, which is
-    both the job's ``--mem`` and the dask worker's memory limit. The function returns as
-    soon as the first worker has connected; the others join while work runs. A worker
-    whose job ends (cancelled, preempted, walltime) is replaced by a new job; workers retire
-    a few minutes before the walltime (``jobqueue.slurm.walltime``, default 30 minutes) so
-    that their work moves elsewhere in time. ``acme_xr.cluster_cleanup(client)`` cancels
-    every job and returns once SLURM no longer lists them.
-
-    Parameters
-    ----------
-    partition : str
-        SLURM partition (queue) of the worker jobs.
-    n_workers : int
-        Worker jobs to keep running.
-    mem_per_worker : str, optional
-        Memory of each job, e.g. ``"4GB"`` (default: ``cores`` times the setting
-        ``acme_xr.slurm.memory-per-core``, 2GB).
-    timeout : float
-        Seconds to wait for the first worker.
-    cores : int
-        Cores (dask threads) per job.
-    **cluster_kwargs
-        Passed to :class:`dask_jobqueue.SLURMCluster` (e.g. ``walltime``, ``account``,
-        ``job_extra_directives``), overriding acme_xr's choices.
-
-    Returns
-    -------
-    distributed.Client
-        A client of the new cluster, also the default client.
-
-    Raises
-    ------
-    InputError
-        ``partition`` does not exist, or a bad ``n_workers``/``cores``/``mem_per_worker``.
-    ClusterError
-        No SLURM here, ``sbatch`` refused the jobs, or no worker started within ``timeout``
-        (the jobs are cancelled then).
+    ``acme_xr.cluster_setup("slurm", ...)`` with the partition first (kept for scripts
+    written against earlier acme_xr); see :func:`acme_xr.cluster_setup` for the
+    parameters, the settings order and the errors.
 
     Examples
     --------
@@ -377,88 +226,8 @@ def slurm_cluster_setup(
     >>> client = slurm_cluster_setup("debug", n_workers=4, mem_per_worker="4GB")  # doctest: +SKIP
     >>> acme_xr.cluster_cleanup(client)  # cancels the jobs  # doctest: +SKIP
     """
-    n_workers = _positive_int("n_workers", n_workers)
-    cores = _positive_int("cores", cores)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-        raise InputError(f"timeout={timeout!r} is not valid: give a number of seconds >= 0")
-    if mem_per_worker in (None, "auto"):
-        memory = format_bytes(cores * parse_bytes(config.get("slurm.memory-per-core")))
-    else:
-        try:
-            parse_bytes(mem_per_worker)  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise InputError(
-                f"mem_per_worker={mem_per_worker!r} is not a memory size: write e.g. '4GB'"
-            ) from exc
-        memory = str(mem_per_worker)
-    local = _runs_here(_partition_nodes_of(partition))
-    cluster_cls, job_cls = _cluster_classes()
+    from .cluster import cluster_setup
 
-    from distributed import Client
-
-    interface = config.get("slurm.interface")
-    if interface == "auto":
-        # a one-node cluster on this machine: keep scheduler and workers on the loopback
-        interface = "lo" if local else None
-    walltime = cluster_kwargs.get("walltime") or dask.config.get("jobqueue.slurm.walltime", None)
-    log_dir, remove_logs = _log_directory(local)
-    errors: list[str] = []
-    kwargs: dict[str, Any] = {
-        "queue": partition,
-        "cores": cores,
-        "processes": 1,
-        "memory": memory.replace(" ", ""),
-        "job_name": "acme_xr-worker",
-        "python": sys.executable,
-        "interface": interface,
-        "log_directory": log_dir,
-        "scheduler_options": {"dashboard_address": ":0"},
-        "worker_extra_args": _lifetime_args(walltime),
-        # a subclass per cluster, so that each cluster sees its own sbatch errors
-        "job_cls": type(job_cls.__name__, (job_cls,), {"submit_errors": errors}),
-    }
-    kwargs.update(cluster_kwargs)
-    try:
-        cluster = cluster_cls(**kwargs)
-    except BaseException:
-        if remove_logs:
-            shutil.rmtree(log_dir, ignore_errors=True)
-        raise
-    cluster.acme_log_directory, cluster.acme_remove_logs = log_dir, remove_logs
-    client = None
-    try:
-        client = Client(cluster)
-        # adapt() with a fixed size, unlike scale(), submits a new job when one ends
-        cluster.adapt(minimum=n_workers, maximum=n_workers)
-        _wait_for_first_worker(client, cluster, partition, timeout, errors)
-    except BaseException:
-        if client is not None:
-            client.close()
-        cluster.close()
-        raise
-    log.info("SLURM cluster in partition %r: %d worker job(s) of %d core(s) and %s, logs in %s",
-             partition, n_workers, cores, kwargs["memory"], log_dir)
-    return client
-
-
-def _wait_for_first_worker(
-    client: Any, cluster: Any, partition: str, timeout: float, errors: list[str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not client.scheduler_info(n_workers=-1).get("workers"):
-        if errors:
-            raise ClusterError(
-                f"sbatch refused the dask worker jobs for partition {partition!r}: {errors[0]} "
-                f"-- ask for what the partition allows (mem_per_worker, cores; see `scontrol "
-                f"show partition {partition}`)"
-            )
-        if time.monotonic() > deadline:
-            states = _queued(cluster.job_ids())
-            jobs = ", ".join(f"{j} {s}" for j, s in states.items()) or "none queued"
-            cluster.acme_remove_logs = False  # the error points to them
-            raise ClusterError(
-                f"no dask worker started in SLURM partition {partition!r} within {timeout:g} s "
-                f"(jobs: {jobs}). Raise setup_timeout, choose a less busy partition, or read "
-                f"the job logs in {cluster.acme_log_directory}"
-            )
-        time.sleep(0.1)
+    return cluster_setup("slurm", n_workers=n_workers, partition=partition,
+                         mem_per_worker=mem_per_worker, timeout=timeout, cores=cores,
+                         **cluster_kwargs)

@@ -321,22 +321,11 @@ class Runner:
 
 def _cancel_check() -> Callable[[], bool]:
     """Whether the dask task running this batch was cancelled (the client was interrupted):
-    the rest of the batch is then skipped. dask cannot stop a running task itself."""
-    if "distributed" not in sys.modules:
-        return lambda: False
-    from distributed import get_worker
-    from distributed.worker import thread_state
+    the rest of the batch is then skipped. dask cannot stop a running task itself; a worker
+    plugin tells (:mod:`acme_xr.cancel`)."""
+    from .cancel import current_check
 
-    try:
-        worker, key = get_worker(), thread_state.key
-    except (ValueError, AttributeError):
-        return lambda: False
-
-    def check() -> bool:
-        ts = worker.state.tasks.get(key)
-        return ts is None or ts.state == "cancelled"
-
-    return check
+    return current_check()
 
 
 def _host() -> str:

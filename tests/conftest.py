@@ -17,6 +17,7 @@ def _quiet_and_isolated(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.chdir(tmp_path)
     with dask.config.set({"acme_xr.progress.delay": "1h",
                           "acme_xr.local.dashboard-address": None,
+                          "acme_xr.jobqueue.dashboard-address": None,
                           "distributed.scheduler.dashboard.address": None}):
         yield
 

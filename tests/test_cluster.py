@@ -99,3 +99,84 @@ def test_local_cluster_setup_rejects_bad_arguments(kwargs: Any, match: str) -> N
     with pytest.raises(AcmeXrError, match=match):
         local_cluster_setup(**kwargs)
     assert n_children() <= before
+
+
+# -- cluster=, adaptive workers, the dashboard link (issue 13) -----------------------------
+def test_cluster_local_starts_a_local_cluster_even_beside_a_running_client(client: Any) -> None:
+    pids = ParallelMap(worker_pid, [1, 2], write_worker_results=False, cluster="local",
+                       n_workers=1).compute()
+    assert not set(pids) & set(client.run(os.getpid).values())  # not the running client's
+    assert client.status == "running"
+
+
+def test_a_given_client_is_used_and_left_running(_session_client: Any) -> None:
+    assert no_default_client()
+    pids = ParallelMap(worker_pid, list(range(4)), write_worker_results=False,
+                       cluster=_session_client).compute()
+    assert set(pids) <= set(_session_client.run(os.getpid).values())
+    assert _session_client.status == "running"
+
+
+def test_a_given_cluster_is_used_scaled_to_n_workers_and_left_running() -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        pids = ParallelMap(worker_pid, list(range(4)), write_worker_results=False,
+                           cluster=cluster, n_workers=2).compute()
+        assert 1 <= len(set(pids)) <= 2
+        assert len(cluster.workers) == 2 and cluster.status.name == "running"
+    assert no_default_client()
+
+
+def test_stop_client_true_closes_a_given_cluster() -> None:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    ParallelMap(worker_pid, [1], write_worker_results=False, cluster=cluster,
+                stop_client=True).compute()
+    assert cluster.status.name == "closed"
+
+
+def test_adaptive_local_workers_finish_every_call(tmp_path: Any) -> None:
+    before = n_children()
+    files = ParallelMap(worker_pid, list(range(12)), n_workers=(1, 2), output_dir=str(tmp_path / "run"),
+                        verbose=False).compute()
+    assert len(files) == 12 and all(os.path.exists(f) for f in files)
+    assert n_children() <= before
+
+
+def test_cluster_setup_adaptive_stays_within_its_bounds() -> None:
+    from acme_xr import cluster_setup
+
+    client = cluster_setup("local", n_workers=(1, 2))
+    try:
+        futures = client.map(worker_pid, range(20), pure=False)
+        pids = set(client.gather(futures))
+        assert 1 <= len(pids) <= 2
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) <= 2
+    finally:
+        cluster_cleanup(client)
+
+
+def test_the_dashboard_link_is_printed_and_logged(tmp_path: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import dask
+
+    # tests/conftest.py turns the dashboard off; port 0 takes any free port
+    with dask.config.set({"acme_xr.local.dashboard-address": ":0"}):
+        ParallelMap(worker_pid, [1], n_workers=1, output_dir=str(tmp_path / "run")).compute()
+    printed = capsys.readouterr().out
+    link = printed.split("acme_xr: dask dashboard at ", 1)[1].split()[0]
+    assert link.startswith("http://") and link.endswith("/status")
+    assert f"dask dashboard: {link}" in (tmp_path / "run" / "worker_pid.log").read_text()
+
+
+def test_no_dashboard_link_when_the_run_is_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    import dask
+
+    with dask.config.set({"acme_xr.local.dashboard-address": ":0"}):
+        ParallelMap(worker_pid, [1], write_worker_results=False, n_workers=1,
+                    verbose=False).compute()
+    assert "dashboard" not in capsys.readouterr().out

@@ -175,7 +175,7 @@ def test_a_running_client_is_used_whatever_the_partition(client: Any) -> None:
 @pytest.mark.slurm
 def test_n_workers_auto_is_capped(tmp_path: Any) -> None:
     before = set(all_jobs())
-    with dask.config.set({"acme_xr.slurm.max-auto-workers": 1}):
+    with dask.config.set({"acme_xr.jobqueue.max-auto-workers": 1}):
         ids = ParallelMap(job_id, [1, 2, 3], partition="debug", mem_per_worker="200MiB",
                           write_worker_results=False, verbose=False).compute()
     new = set(all_jobs()) - before
@@ -245,9 +245,114 @@ def test_a_cancelled_worker_job_is_replaced() -> None:
 def test_ctrl_c_stays_a_keyboard_interrupt() -> None:
     # dask-jobqueue 0.9 replaces the SIGINT handler with sys.exit() when it is imported
     code = (
-        "import signal, acme_xr.slurm as s\n"
+        "import signal, acme_xr.jobqueue as s\n"
         "before = signal.getsignal(signal.SIGINT)\n"
-        "s._cluster_classes()\n"
+        "s._classes()\n"
         "assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- issue 13: the generic path, site settings, adaptive workers, walltimes ----------------
+def job_and_value(x: int, seconds: float = 0.0) -> tuple[int, int]:
+    time.sleep(seconds)
+    return int(os.environ["SLURM_JOB_ID"]), x
+
+
+def job_of(path: str) -> int:
+    with h5py.File(path, "r") as h5:
+        return int(h5["result_0"][()])
+
+
+@pytest.mark.slurm
+def test_a_site_jobqueue_account_and_queue_reach_the_jobs_unchanged(tmp_path: Any) -> None:
+    # a site's jobqueue.yaml (dask.config jobqueue.slurm.*): acme_xr passes no value over it
+    from acme_xr.jobqueue import _classes
+
+    _classes()
+    site = {"jobqueue.slurm.account": "lab42", "jobqueue.slurm.queue": "small",
+            "jobqueue.slurm.job-extra-directives": ["--comment=from-site"]}
+    before = set(all_jobs())
+    with dask.config.set(site):
+        out = ParallelMap(job_and_value, [1, 2], cluster="slurm", n_workers=1,
+                          mem_per_worker="200MiB", write_worker_results=False,
+                          verbose=False).compute()
+    jobs = set(all_jobs()) - before
+    assert [v for _, v in out] == [1, 2] and {str(j) for j, _ in out} <= jobs
+    for j in jobs:
+        info = scontrol_job(j)
+        assert "Partition=small" in info and "Account=lab42" in info
+        assert "Comment=from-site" in info
+
+
+@pytest.mark.slurm
+def test_adaptive_worker_jobs_finish_every_call(tmp_path: Any) -> None:
+    before = set(all_jobs())
+    files = ParallelMap(job_and_value, list(range(24)), 0.2, cluster="slurm",
+                        n_workers=(1, 3), mem_per_worker="200MiB",
+                        output_dir=str(tmp_path / "run"), verbose=False).compute()
+    assert len(files) == 24
+    for i, path in enumerate(files):
+        with h5py.File(path, "r") as h5:
+            assert int(h5["result_1"][()]) == i
+    jobs = set(all_jobs()) - before
+    assert 1 <= len(jobs) and not queued() & jobs  # the run closed its cluster
+
+
+@pytest.mark.slurm
+def test_a_worker_job_cancelled_mid_run_loses_no_call(tmp_path: Any) -> None:
+    import threading
+
+    out = tmp_path / "run"
+    cancelled: list[str] = []
+
+    def cancel_one_when_work_runs() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = [j for j, _, state in squeue(workdir=str(tmp_path)) if state == "RUNNING"]
+            if len(running) >= 2 and len(glob.glob(str(out / "job_and_value_*.h5"))) >= 4:
+                subprocess.run(["scancel", running[0]], check=True)
+                cancelled.append(running[0])
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=cancel_one_when_work_runs, daemon=True)
+    before = set(all_jobs())
+    killer.start()
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0.5s"}):
+        files = ParallelMap(job_and_value, list(range(60)), 0.25, cluster="slurm",
+                            n_workers=2, mem_per_worker="200MiB", batch_size=1,
+                            output_dir=str(out), verbose=False).compute()
+    killer.join(5)
+    assert cancelled, "no worker job was cancelled: the run ended first"
+    assert len(files) == 60 and all(os.path.exists(f) for f in files)
+    for i, path in enumerate(files):
+        with h5py.File(path, "r") as h5:
+            assert int(h5["result_1"][()]) == i
+    ran_in = {str(job_of(f)) for f in files}
+    jobs = set(all_jobs()) - before
+    assert ran_in <= jobs and len(jobs) >= 3  # the cancelled job was replaced
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_run_longer_than_the_walltime_finishes_with_every_result(tmp_path: Any) -> None:
+    """About 2.5 minutes: SLURM's --time counts whole minutes. The workers retire after
+    ~90 s (``--lifetime``, 2 min walltime minus a quarter), their jobs end, new jobs take
+    over, and SLURM never has to kill a worker."""
+    from acme_xr.jobqueue import _classes
+
+    _classes()
+    before = set(all_jobs())
+    t0 = time.monotonic()
+    with dask.config.set({"jobqueue.slurm.walltime": "00:02:00"}):
+        files = ParallelMap(job_and_value, list(range(300)), 1.0, cluster="slurm",
+                            n_workers=2, mem_per_worker="200MiB", batch_size=1,
+                            output_dir=str(tmp_path / "run"), verbose=False).compute()
+    assert time.monotonic() - t0 > 120  # the run did outlive a job's walltime
+    assert len(files) == 300 and all(os.path.exists(f) for f in files)
+    jobs = set(all_jobs()) - before
+    ran_in = {str(job_of(f)) for f in files}
+    assert len(ran_in) >= 3 and ran_in <= jobs  # later calls ran in replacement jobs
+    for j in jobs:  # retired by dask, not killed by SLURM at the walltime
+        assert "JobState=TIMEOUT" not in scontrol_job(j)
