@@ -148,10 +148,20 @@ def start_a_multiprocessing_child() -> str:
 
 
 def start_a_loky_child() -> str:
-    from joblib.externals.loky import get_reusable_executor
+    from loky import get_reusable_executor
 
     try:
         return str(get_reusable_executor(max_workers=1).submit(abs, -1).result(timeout=60))
+    except AssertionError as exc:
+        return str(exc)
+
+
+def start_a_pebble_child() -> str:
+    from pebble import ProcessPool
+
+    try:
+        with ProcessPool(max_workers=1) as pool:
+            return str(pool.schedule(abs, args=(-1,)).result(timeout=60))
     except AssertionError as exc:
         return str(exc)
 
@@ -185,11 +195,10 @@ def test_a_daemonic_dask_worker_cannot_start_multiprocessing_children(own_client
     assert client.submit(start_a_call_host, pure=False).result() == 5  # subprocess works
 
 
-def test_loky_cannot_start_its_workers_in_a_daemonic_dask_worker(own_client: Any) -> None:
-    client = own_client
-    try:
-        import joblib  # noqa: F401 - joblib vendors loky
-    except ImportError:
-        pytest.skip("joblib (with its vendored loky) is not installed: pip install joblib")
-    message = client.submit(start_a_loky_child, pure=False).result()
+@pytest.mark.parametrize("start", [start_a_loky_child, start_a_pebble_child],
+                         ids=["loky", "pebble"])
+def test_loky_and_pebble_cannot_start_workers_in_a_daemonic_dask_worker(
+        own_client: Any, start: Any) -> None:
+    # loky and pebble are test dependencies (pyproject's test extra): never skipped
+    message = own_client.submit(start, pure=False).result()
     assert message == "daemonic processes are not allowed to have children"
