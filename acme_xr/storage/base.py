@@ -137,6 +137,9 @@ class StorageBackend(ABC):
     name: ClassVar[str] = ""
     # False: results travel back to the client (no files; no resume)
     on_disk: ClassVar[bool] = True
+    # True: the worker stages a batch's values (stage) and hands them over at the batch's
+    # end in one write_rows (zarr's whole chunks), and asks stored_batch once per batch
+    batched: ClassVar[bool] = False
 
     output_dir: str = ""
     stem: str = "result"
@@ -204,6 +207,21 @@ class StorageBackend(ABC):
     def stored(self, i: int, templates: dict[str, dict[str, Any]]) -> Written | None:
         """The record of what call ``i`` already has in storage (resume, a re-run task), or
         None. Only whole, readable results count."""
+        return None
+
+    def stored_batch(self, indices: Sequence[int],
+                     templates: dict[str, dict[str, Any]]) -> list[Written | None]:
+        """:meth:`stored` of each call of a batch (a backend may answer in one look)."""
+        return [self.stored(i, templates) for i in indices]
+
+    def stage(self, i: int, result: Any, templates: dict[str, dict[str, Any]],
+              warnings: list[str]) -> tuple[Written, Any]:
+        """With ``batched``: check call ``i``'s result and return its record plus what to
+        hand to :meth:`write_rows` (None: written already). The default writes it now."""
+        return self.write_call(i, result, templates, warnings), None
+
+    def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
+        """With ``batched``: write the staged values ``rows`` of the calls ``batch``."""
         return None
 
     def write_file(self, writer: Callable[..., Sums | None], path: str, value: Any) -> Sums | None:
