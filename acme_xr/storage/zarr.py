@@ -324,7 +324,8 @@ class ZarrStore:
             arr = self.array(name)
             if arr is None:
                 return False
-            key = os.path.join(self.path, name, "c", str(i), *(["0"] * (arr.ndim - 1)))
+            key = os.path.join(self.path, name, "c", str(i // arr.chunks[0]),
+                               *(["0"] * (arr.ndim - 1)))
             if not os.path.exists(key):
                 return False
         return True

@@ -139,7 +139,7 @@ class ChunkBatcher(Batcher):
 
     def __init__(self, todo: Iterable[int], slots: int, length: int | None = None,
                  decide: Callable[[float | None, Sequence[int]], int | None] | None = None,
-                 probe: int = 8, max_probes: int = 3) -> None:
+                 probe: int = 4, max_probes: int = 3) -> None:
         super().__init__(sorted(todo), slots)
         self.length = length
         self.decide = decide
