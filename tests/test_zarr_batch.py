@@ -281,6 +281,8 @@ def test_resume_after_ctrl_c_runs_each_missing_call_once(interrupted_zarr: Any,
     # no finished call ran (or was written) again; every other one ran once
     assert sorted(executions(markers)) == sorted(set(range(n)) - done_before)
     assert run.manifest["state"] == "complete" and run.manifest["counts"]["done"] == n
+    # the resumed run kept the store's chunk grid
+    assert set(chunk_lengths(os.path.join(run.out, "slow.zarr")).values()) == {4}
     ds = open_results(run.out)
     for i in range(n):
         want = fault_script.slow(i, 0.5)
