@@ -11,6 +11,11 @@ method                           where       what
 :meth:`~StorageBackend.write_batch`  worker  keep a batch of calls' results; return one
                                              :class:`Written` (the outcome record) each
 :meth:`~StorageBackend.stored`   worker      resume check: what call ``i`` already has
+:meth:`~StorageBackend.stage`    worker      with ``batched``: check a call's result, keep
+                                             its values until the batch's end, then
+:meth:`~StorageBackend.write_rows`  worker   write them at once (zarr: whole chunks);
+                                             :meth:`~StorageBackend.stored_batch` answers
+                                             the resume check once per batch
 :meth:`~StorageBackend.collected`  client    see each batch's outcomes as they arrive
 :meth:`~StorageBackend.finalize`  client     after the calls: merge, consolidate, container
 :meth:`~StorageBackend.locations`  client    where the manifest says call ``i``'s data is
@@ -21,7 +26,10 @@ method                           where       what
 
 The unit a worker hands over is a *batch* (the calls of one dask task), so that a backend
 can write one chunk per batch; the default :meth:`~StorageBackend.write_batch` writes call
-by call with :meth:`~StorageBackend.write_call`, which every backend defines.
+by call with :meth:`~StorageBackend.write_call`, which every backend defines. A backend
+with ``batched = True`` (zarr) has the worker stage each call (:meth:`~StorageBackend.stage`:
+a call whose result is refused still fails alone, and is retried alone) and write the
+batch's values in one :meth:`~StorageBackend.write_rows` at the batch's end.
 
 Examples
 --------

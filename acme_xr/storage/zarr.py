@@ -1,14 +1,17 @@
 """``storage="zarr"``: every call's results in one zarr (v3) store ``<output_dir>/<func>.zarr``.
 
-Each result variable is one array of shape ``(n_calls, *shape)`` chunked one call per chunk,
-with dimension names ``("call", *dims)``, so every worker writes only its own chunks: no
-locks, no pile of small files. zarr writes each chunk under a temporary name and renames it.
+Each result variable is one array of shape ``(n_calls, *shape)`` with dimension names
+``("call", *dims)``, chunked along ``call`` by the run's batch length (``chunk``; see
+:mod:`acme_xr.storage.zarr_batch`: each task writes its batch's chunks whole), so that no
+two workers share a chunk: no locks, no pile of small files. zarr writes each chunk under a
+temporary name and renames it. The int8 array ``_acme_xr_status`` (:data:`STATUS`) marks
+the calls the store holds whole.
 
-The arrays are created by the client as soon as the first call of a variable has reported
-its shape and dtype. A call that finishes before that, or whose result does not fit the
-array (a different shape), is written as an ordinary HDF5 payload instead; when the run
-ends, every payload that fits is moved into the store. Results whose shape varies between
-calls therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
+The arrays are created by the client once the first calls have reported their shapes and
+dtypes. A call that finishes before that, or whose result does not fit the arrays (a
+different shape), is written as an ordinary HDF5 payload instead; when the run ends, every
+payload that fits is moved into the store. Results whose shape varies between calls
+therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
 
 The mask of a masked-array result is the boolean array ``_acme_xr_mask_<name>`` beside it.
 Structured (compound) dtypes are stored with zarr-python's ``structured`` data type, which
