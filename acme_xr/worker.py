@@ -342,8 +342,11 @@ class Runner:
         rows, out.rows = out.rows or [], None
         if not rows:
             return
+        # only the calls run here: a chunk is written whole (not read first) only when they
+        # cover it, so calls found done in it, or not run (cancelled), keep their rows
+        ran = [i for i, n in zip(out.indices, out.attempts, strict=True) if n > 0]
         try:
-            self.spec.backend.write_rows(out.indices, rows)
+            self.spec.backend.write_rows(ran, rows)
         except StorageError as exc:
             if self.reraise:
                 raise

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from acme_xr import ParallelMap, open_results
 from acme_xr.errors import ComputeError
@@ -302,14 +304,16 @@ def test_resume_reruns_only_the_unfinished_calls_of_a_chunk(client: Any, tmp_pat
     n, out = 40, tmp_path / "run"
     flags, markers = tmp_path / "flags", str(tmp_path / "m")
     flags.mkdir()
-    for i in (11, 13):  # two calls in the middle of chunk 1 (calls 10-19)
+    for i in (11, 13, 35):  # two calls in the middle of chunk 1 (calls 10-19), one in 3
         (flags / str(i)).write_text("")
     args = (list(range(n)), str(flags), markers)
-    with pytest.raises(ComputeError, match="2 of 40 calls failed"):
+    with pytest.raises(ComputeError, match="3 of 40 calls failed"):
         ParallelMap(flaky, *args, storage="zarr", batch_size=10, output_dir=str(out)).compute()
-    # a call that finished without its outcome reaching the manifest (the client died)
+    # calls that finished without their outcome reaching the manifest (the client died):
+    # one of chunk 2, and all of chunk 3 (whose call 35 failed)
     m = manifest_of(out)
-    m["calls"]["status"][25] = 0
+    for i in (25, 30, 31, 32, 33, 34, 36, 37, 38, 39):
+        m["calls"]["status"][i] = 0
     (out / "manifest.json").write_text(json.dumps(m))
     for f in flags.iterdir():
         f.unlink()
@@ -319,10 +323,52 @@ def test_resume_reruns_only_the_unfinished_calls_of_a_chunk(client: Any, tmp_pat
     again = ran(markers)
     for i in before:
         again.remove(i)
-    # the failed calls ran again; call 25, whose chunk says it is done, did not
-    assert sorted(again) == [11, 13]
+    # the failed calls ran again; the calls whose chunk says they are done did not, and
+    # rewriting chunk 3 for call 35 kept them
+    assert sorted(again) == [11, 13, 35]
     ds = open_results(out)
     np.testing.assert_array_equal(ds.result_0.values,
                                   np.arange(4.0)[None, :] * 2 + np.arange(n)[:, None])
     assert (ds.status.values == "done").all()
     assert set(chunk_lengths(out / "flaky.zarr").values()) == {10}
+
+
+# -- the chunk grid, as a property -------------------------------------------------------
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 40), length=st.integers(1, 9), data=st.data())
+def test_batches_are_chunks_and_rows_written_in_any_order_stay(tmp_path: Any, n: int,
+                                                               length: int, data: Any) -> None:
+    from acme_xr.storage.values import to_variables
+    from acme_xr.storage.zarr import ZarrStore
+    from acme_xr.storage.zarr_batch import ChunkBatcher, write_rows
+
+    store = ZarrStore(os.path.join(str(tmp_path), f"s{n}_{length}_{time.perf_counter_ns()}.zarr"),
+                      n_calls=n, chunk=length)
+    store.create()
+    store.ensure_arrays((("result_0", (2,), "<f8", ("d",), None, None),), templates={})
+    # two passes over random subsets of the calls: a run, then a resume of some calls
+    written: dict[int, float] = {}
+    for run in range(2):
+        todo = sorted(data.draw(st.sets(st.integers(0, n - 1)), label=f"todo{run}"))
+        batcher = ChunkBatcher(todo, slots=2, length=length)
+        handed: list[int] = []
+        while (batch := batcher.take()) is not None:
+            calls = batch[0]
+            assert len({c // length for c in calls}) == 1  # one chunk per batch
+            handed += calls
+            ok = [c for c in calls if data.draw(st.booleans(), label="succeeds")]
+            write_rows(store, calls, [(c, {"result_0": to_variables(
+                np.full(2, c + 0.5 * run))[0].data}) for c in ok])
+            for c in calls:
+                if c in ok:
+                    written[c] = c + 0.5 * run
+                elif len(set(range(c // length * length, min(n, c // length * length
+                                                              + length))) - set(calls)) == 0:
+                    written.pop(c, None)  # a whole chunk rewritten: its failed rows are gaps
+        assert handed == todo
+    values = zarr.open_array(store.path, path="result_0", mode="r")[:]
+    status = zarr.open_array(store.path, path=STATUS, mode="r")[:]
+    for c in range(n):
+        if c in written:
+            assert values[c].tolist() == [written[c]] * 2 and status[c] == 1
