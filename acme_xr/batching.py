@@ -58,6 +58,10 @@ class Batcher:
         x = max(seconds / n_calls, 1e-7)
         self.per_call = x if self.per_call is None else 0.5 * self.per_call + 0.5 * x
 
+    def settled(self, indices: Sequence[int]) -> None:
+        """A batch ended, with a result or without (a subclass may wait for one)."""
+        return None
+
     def put_back(self, indices: Sequence[int], tries: int, one_by_one: bool = False) -> None:
         """Queue calls again (their batch was lost) before any new ones; ``tries`` counts
         how often they were lost already."""

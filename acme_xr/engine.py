@@ -184,11 +184,15 @@ def execute(
     share_sys_path: bool = True,
     settle: bool = False,
     runner_blob: bytes | None = None,
+    batcher: Batcher | None = None,
 ) -> None:
     """Run the calls ``todo`` on ``client``; report each finished batch to ``on_result``.
 
     ``runner_blob`` is ``runner`` as :func:`~acme_xr.shipping.ship_runner` pickled it, when
     the caller did that already (to refuse what cannot travel before any I/O).
+    ``batcher`` hands out the batches of ``todo`` when the storage decides them (zarr's
+    chunks, :class:`~acme_xr.storage.zarr_batch.ChunkBatcher`); by default they are sized
+    by the measured time per call.
 
     ``on_batch_error`` receives the calls of a batch that failed as a whole (not because
     a call raised: those are in the BatchResult) after every resubmission was used up.
@@ -221,7 +225,8 @@ def execute(
 
     stem = getattr(plan.func, "__name__", "call")
     runner_futures: list[Any] = []
-    batcher = Batcher(todo, slots=slots, batch_size=batch_size)
+    if batcher is None:
+        batcher = Batcher(todo, slots=slots, batch_size=batch_size)
     in_flight = max(2, int(config.get("batch.in-flight-per-worker")) * slots)
     # future -> (calls, times resubmitted, runs alone)
     pending: dict[Any, tuple[list[int], int, bool]] = {}
@@ -283,6 +288,7 @@ def execute(
                 on_result(result)
             else:
                 _without_result(batcher, indices, tries, alone, fut, exc, client, on_batch_error)
+            batcher.settled(indices)
             fut.release()
             current.clear()
             fill()

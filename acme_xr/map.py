@@ -45,6 +45,7 @@ from .storage.atomic import remove_stale_temporaries
 from .storage.checksums import ALGORITHM
 from .storage.checksums import enabled as checksums_enabled
 from .storage.values import PAYLOAD_FORMAT
+from .storage.zarr_batch import chunk_batcher
 from .worker import Runner, WriteSpec, split_values_for
 
 __all__ = ["ParallelMap"]
@@ -519,11 +520,14 @@ class ParallelMap(AcmeAttributes):
                 return
             lease = self._cluster_lease()
             client = self._last_client = lease.acquire()
+            batch_size = (None if self.options.batch_size == "auto"
+                          else int(self.options.batch_size))
+            batcher = chunk_batcher(runner.spec.backend, manifest, todo,
+                                    lease.n_worker_slots(), batch_size)
             execute(
                 client, self.plan, runner, todo, sink.add, sink.batch_failed,
                 slots=lease.n_worker_slots(),
-                batch_size=(None if self.options.batch_size == "auto"
-                            else int(self.options.batch_size)),
+                batch_size=batch_size,
                 tick=sink.tick,
                 # all workers gone (killed, walltime) and none back: stop, do not hang
                 no_worker_timeout=max(float(self.options.setup_timeout), 1.0),
@@ -532,6 +536,7 @@ class ParallelMap(AcmeAttributes):
                 # a cluster that outlives the run: its cancelled tasks end before _finish
                 settle=not lease.will_stop,
                 runner_blob=blob,
+                batcher=batcher,
             )
         finally:
             sink.close()

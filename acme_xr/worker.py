@@ -131,6 +131,9 @@ class BatchResult:
     stopped: dict[str, Any] | None = None
     host: str = ""
     elapsed: float = 0.0
+    # a batch-writing backend's staged values, (call, values), written at the batch's end
+    # (never sent back: emptied before the batch returns)
+    rows: list[tuple[int, Any]] | None = None
 
     def add(self, status: int, duration: float, attempts: int, fmt: str | None = None,
             meta: Any = None, value: Any = None, sums: Sums | None = None) -> None:
@@ -243,7 +246,13 @@ class Runner:
         StorageError
             The payload could not be written (the message names its path).
         """
-        return self.spec.backend.write_call(i, result, out.templates, out.warnings)
+        backend = self.spec.backend
+        if out.rows is not None:  # the backend writes the batch at its end (write_rows)
+            written, items = backend.stage(i, result, out.templates, out.warnings)
+            if items is not None:
+                out.rows.append((i, items))
+            return written
+        return backend.write_call(i, result, out.templates, out.warnings)
 
     def attempt(self, i: int, split: Sequence[Any], out: BatchResult) -> Attempt:
         """Run call ``i`` once, here, and store its result."""
@@ -284,12 +293,20 @@ class Runner:
         if memory:
             out.values = []
         isolated = self.call_timeout is not None and not self.reraise
+        # a backend writing whole chunks gets the batch's values at its end (a call run in
+        # a call_timeout child writes its own, call by call)
+        batched = self.spec.backend.batched and not isolated
+        stored: list[Written | None] = []
+        if batched:
+            out.rows = []
+            stored = self.spec.backend.stored_batch(indices, out.templates)
         cancelled = _cancel_check()
-        for i, split in zip(indices, split_values, strict=True):
+        for k, (i, split) in enumerate(zip(indices, split_values, strict=True)):
             if out.stopped is not None or cancelled():
                 out.add(NOT_RUN, float("nan"), 0)
                 continue
-            found = None if memory else self.spec.backend.stored(i, out.templates)
+            found = (stored[k] if batched else
+                     None if memory else self.spec.backend.stored(i, out.templates))
             if found is not None:
                 out.add(OK, float("nan"), 0, *found)
                 continue
@@ -315,8 +332,32 @@ class Runner:
             out.add(FAILED, a.seconds, n)
             if a.fatal:
                 out.stopped = a.error
+        if batched:
+            self._write_rows(out)
         out.elapsed = time.perf_counter() - t_batch
         return out
+
+    def _write_rows(self, out: BatchResult) -> None:
+        """Write a batch's staged values; if that fails, its calls fail with the error."""
+        rows, out.rows = out.rows or [], None
+        if not rows:
+            return
+        # only the calls run here: a chunk is written whole (not read first) only when they
+        # cover it, so calls found done in it, or not run (cancelled), keep their rows
+        ran = [i for i, n in zip(out.indices, out.attempts, strict=True) if n > 0]
+        try:
+            self.spec.backend.write_rows(ran, rows)
+        except StorageError as exc:
+            if self.reraise:
+                raise
+            error = error_record(exc)
+            position = {i: k for k, i in enumerate(out.indices)}
+            for i, _ in rows:
+                k = position[i]
+                out.status[k], out.fmt[k], out.meta[k] = FAILED, None, None
+                out.errors[i] = dict(error, attempts=out.attempts[k])
+            if exc.errno in _DISK_FULL:
+                out.stopped = error
 
 
 def _cancel_check() -> Callable[[], bool]:

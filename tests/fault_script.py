@@ -7,7 +7,9 @@ Usage: ``python fault_script.py {own,user,resume} <output_dir>``
 * ``resume``: finish the run in ``<output_dir>``.
 
 Environment: ``ACME_XR_TEST_MARKERS``, a directory that gets one file per call started
-(``<call>.<pid>.<ns>``); ``ACME_XR_TEST_DELAY``, seconds each call sleeps.
+(``<call>.<pid>.<ns>``); ``ACME_XR_TEST_DELAY``, seconds each call sleeps;
+``ACME_XR_TEST_STORAGE`` and ``ACME_XR_TEST_BATCH_SIZE``, the run's ``storage=`` and
+``batch_size=`` (default: HDF5 payloads, automatic batches).
 On KeyboardInterrupt the script prints ``REPORT <json>`` of what compute() left running,
 then lets the interrupt end the script.
 """
@@ -59,7 +61,9 @@ def main(mode: str, out: str) -> None:
         client = Client(cluster)
     before = descendants()
     pmap = ParallelMap(slow, list(range(N_CALLS)), 0.5, output_dir=out, n_workers=2,
-                       resume=mode == "resume", verbose=False)
+                       resume=mode == "resume", verbose=False,
+                       storage=os.environ.get("ACME_XR_TEST_STORAGE", "hdf5"),
+                       batch_size=int(os.environ.get("ACME_XR_TEST_BATCH_SIZE", "0")) or "auto")
     print("STARTING", flush=True)
     try:
         pmap.compute()

@@ -11,6 +11,11 @@ method                           where       what
 :meth:`~StorageBackend.write_batch`  worker  keep a batch of calls' results; return one
                                              :class:`Written` (the outcome record) each
 :meth:`~StorageBackend.stored`   worker      resume check: what call ``i`` already has
+:meth:`~StorageBackend.stage`    worker      with ``batched``: check a call's result, keep
+                                             its values until the batch's end, then
+:meth:`~StorageBackend.write_rows`  worker   write them at once (zarr: whole chunks);
+                                             :meth:`~StorageBackend.stored_batch` answers
+                                             the resume check once per batch
 :meth:`~StorageBackend.collected`  client    see each batch's outcomes as they arrive
 :meth:`~StorageBackend.finalize`  client     after the calls: merge, consolidate, container
 :meth:`~StorageBackend.locations`  client    where the manifest says call ``i``'s data is
@@ -21,7 +26,10 @@ method                           where       what
 
 The unit a worker hands over is a *batch* (the calls of one dask task), so that a backend
 can write one chunk per batch; the default :meth:`~StorageBackend.write_batch` writes call
-by call with :meth:`~StorageBackend.write_call`, which every backend defines.
+by call with :meth:`~StorageBackend.write_call`, which every backend defines. A backend
+with ``batched = True`` (zarr) has the worker stage each call (:meth:`~StorageBackend.stage`:
+a call whose result is refused still fails alone, and is retried alone) and write the
+batch's values in one :meth:`~StorageBackend.write_rows` at the batch's end.
 
 Examples
 --------
@@ -137,6 +145,9 @@ class StorageBackend(ABC):
     name: ClassVar[str] = ""
     # False: results travel back to the client (no files; no resume)
     on_disk: ClassVar[bool] = True
+    # True: the worker stages a batch's values (stage) and hands them over at the batch's
+    # end in one write_rows (zarr's whole chunks), and asks stored_batch once per batch
+    batched: ClassVar[bool] = False
 
     output_dir: str = ""
     stem: str = "result"
@@ -204,6 +215,21 @@ class StorageBackend(ABC):
     def stored(self, i: int, templates: dict[str, dict[str, Any]]) -> Written | None:
         """The record of what call ``i`` already has in storage (resume, a re-run task), or
         None. Only whole, readable results count."""
+        return None
+
+    def stored_batch(self, indices: Sequence[int],
+                     templates: dict[str, dict[str, Any]]) -> list[Written | None]:
+        """:meth:`stored` of each call of a batch (a backend may answer in one look)."""
+        return [self.stored(i, templates) for i in indices]
+
+    def stage(self, i: int, result: Any, templates: dict[str, dict[str, Any]],
+              warnings: list[str]) -> tuple[Written, Any]:
+        """With ``batched``: check call ``i``'s result and return its record plus what to
+        hand to :meth:`write_rows` (None: written already). The default writes it now."""
+        return self.write_call(i, result, templates, warnings), None
+
+    def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
+        """With ``batched``: write the staged values ``rows`` of the calls ``batch``."""
         return None
 
     def write_file(self, writer: Callable[..., Sums | None], path: str, value: Any) -> Sums | None:

@@ -1,14 +1,17 @@
 """``storage="zarr"``: every call's results in one zarr (v3) store ``<output_dir>/<func>.zarr``.
 
-Each result variable is one array of shape ``(n_calls, *shape)`` chunked one call per chunk,
-with dimension names ``("call", *dims)``, so every worker writes only its own chunks: no
-locks, no pile of small files. zarr writes each chunk under a temporary name and renames it.
+Each result variable is one array of shape ``(n_calls, *shape)`` with dimension names
+``("call", *dims)``, chunked along ``call`` by the run's batch length (``chunk``; see
+:mod:`acme_xr.storage.zarr_batch`: each task writes its batch's chunks whole), so that no
+two workers share a chunk: no locks, no pile of small files. zarr writes each chunk under a
+temporary name and renames it. The int8 array ``_acme_xr_status`` (:data:`STATUS`) marks
+the calls the store holds whole.
 
-The arrays are created by the client as soon as the first call of a variable has reported
-its shape and dtype. A call that finishes before that, or whose result does not fit the
-array (a different shape), is written as an ordinary HDF5 payload instead; when the run
-ends, every payload that fits is moved into the store. Results whose shape varies between
-calls therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
+The arrays are created by the client once the first calls have reported their shapes and
+dtypes. A call that finishes before that, or whose result does not fit the arrays (a
+different shape), is written as an ordinary HDF5 payload instead; when the run ends, every
+payload that fits is moved into the store. Results whose shape varies between calls
+therefore stay readable: :func:`acme_xr.open_results` reads each call from where it is.
 
 The mask of a masked-array result is the boolean array ``_acme_xr_mask_<name>`` beside it.
 Structured (compound) dtypes are stored with zarr-python's ``structured`` data type, which
@@ -43,12 +46,14 @@ import numpy as np
 
 from .values import MASKED_ATTR, RESERVED_PREFIX, Variable, dtype_of
 
-__all__ = ["ZarrStore", "STORE_SUFFIX", "per_call", "mask_of"]
+__all__ = ["ZarrStore", "STORE_SUFFIX", "STATUS", "per_call", "mask_of", "items_of"]
 
 log = logging.getLogger(__name__)
 
 STORE_SUFFIX = ".zarr"
 _RECHECK_SECONDS = 0.5
+# per call: 0 not written, 1 done (the manifest's PENDING and DONE codes)
+STATUS = f"{RESERVED_PREFIX}status"
 _CONFIG = {"write_empty_chunks": True}  # a chunk equal to the fill value still marks a done call
 
 
@@ -60,6 +65,18 @@ def per_call(coordinate: str) -> str:
 def mask_of(name: str) -> str:
     """Name of the array holding the mask of a masked variable ``name``."""
     return f"{RESERVED_PREFIX}mask_{name}"
+
+
+def items_of(variables: Sequence[Variable]) -> dict[str, np.ndarray]:
+    """Array name -> data of one call's variables (masks and per-call coordinates too)."""
+    items: dict[str, np.ndarray] = {v.name: v.data for v in variables}
+    for v in variables:
+        if v.mask is not None:
+            items[mask_of(v.name)] = v.mask
+    for v in variables:
+        for c in v.coords if v.labelled else ():
+            items.setdefault(per_call(c.name), c.data)
+    return items
 
 
 @contextlib.contextmanager
@@ -108,24 +125,34 @@ class ZarrStore:
     n_calls : int
         Number of calls (length of the leading ``call`` axis).
     checksums : bool
-        Give the arrays zarr's ``crc32c`` codec: each chunk (one call's value) carries its
-        CRC-32C, which zarr checks whenever the chunk is read.
+        Give the arrays zarr's ``crc32c`` codec: each chunk carries its CRC-32C, which
+        zarr checks whenever the chunk is read.
+    chunk : int
+        Calls per chunk along ``call`` of the arrays this store creates (the run's batch
+        length, :mod:`acme_xr.storage.zarr_batch`); 1: one chunk per call.
     """
 
-    def __init__(self, path: str, n_calls: int, checksums: bool = True) -> None:
+    def __init__(self, path: str, n_calls: int, checksums: bool = True, chunk: int = 1) -> None:
         self.path = path
         self.n_calls = n_calls
         self.checksums = checksums
+        self.chunk = max(1, int(chunk))
+        # client side: the arrays wait for the chunk length (deferred) until it is decided;
+        # first_meta is the first call's description seen meanwhile
+        self.deferred = False
+        self.decided = False
+        self.first_meta: Any = None
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "n_calls": self.n_calls, "checksums": self.checksums}
+        return {"path": self.path, "n_calls": self.n_calls, "checksums": self.checksums,
+                "chunk": self.chunk}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["n_calls"],  # type: ignore[misc]
-                      state.get("checksums", True))
+                      state.get("checksums", True), state.get("chunk", 1))
 
     # -- client side ---------------------------------------------------------------------
     def create(self) -> None:
@@ -138,7 +165,8 @@ class ZarrStore:
                 dims: tuple[str, ...], attrs: dict[str, Any] | None) -> None:
         with quiet_dtypes():
             root.create_array(
-                name, shape=(self.n_calls, *shape), chunks=(1, *(max(1, n) for n in shape)),
+                name, shape=(self.n_calls, *shape),
+                chunks=(min(self.chunk, max(1, self.n_calls)), *(max(1, n) for n in shape)),
                 dtype=_zarr_dtype(dtype), fill_value=_fill_value(dtype),
                 dimension_names=("call", *dims), attributes=dict(attrs or {}),
                 config=_CONFIG,  # type: ignore[arg-type]
@@ -188,6 +216,9 @@ class ZarrStore:
                 values = np.asarray(tpl["values"])
                 wanted.append((per_call(tpl["name"]), values.shape, np.dtype(tpl["dtype"]),
                                tuple(tpl["dims"]), tpl.get("attrs")))
+        # which calls a chunk holds (written last, after their values): resume and a re-run
+        # batch read it instead of listing the store
+        wanted.append((STATUS, (), np.dtype("int8"), (), None))
         root = None
         for name, shape, dtype, dims, attrs in wanted:
             if name in self._created:
@@ -204,6 +235,10 @@ class ZarrStore:
                     log.info("no zarr array for %r (dtype %s): %s", name, dtype, exc)
 
     # -- both sides ----------------------------------------------------------------------
+    def recheck(self) -> None:
+        """Look for arrays not found so far at the next :meth:`array` (once per batch)."""
+        self._checked.clear()
+
     def array(self, name: str) -> Any:
         """The zarr array of variable ``name``, or None while it does not exist."""
         arr = self._arrays.get(name)
@@ -236,24 +271,31 @@ class ZarrStore:
             return None
         return arr
 
+    def fits(self, variables: Sequence[Variable]) -> dict[str, np.ndarray] | None:
+        """What call ``variables`` put into which array, or None unless every one fits."""
+        items = items_of(variables)
+        if not variables or any(self._fits(n, d) is None for n, d in items.items()):
+            return None
+        return items
+
     def write(self, i: int, variables: Sequence[Variable]) -> bool:
-        """Write call ``i`` into its chunks if every variable fits; False otherwise."""
-        items: dict[str, np.ndarray] = {v.name: v.data for v in variables}
-        for v in variables:
-            if v.mask is not None:
-                items[mask_of(v.name)] = v.mask
-        for v in variables:
-            for c in v.coords if v.labelled else ():
-                items.setdefault(per_call(c.name), c.data)
-        arrays = [self._fits(name, data) for name, data in items.items()]
-        if not variables or any(a is None for a in arrays):
+        """Write call ``i`` into its chunks if every variable fits; False otherwise.
+
+        With more than one call per chunk, zarr reads the chunk and writes it back whole:
+        only for a call written on its own (moved from a payload at the end of the run).
+        """
+        items = self.fits(variables)
+        if items is None:
             return False
         try:
             with quiet_dtypes():
-                for arr, data in zip(arrays, items.values(), strict=True):
-                    arr[i] = data
+                for name, data in items.items():
+                    self.array(name)[i] = data
         except (TypeError, ValueError):
             return False  # zarr cannot hold these values: the call goes to an HDF5 payload
+        status = self.array(STATUS)
+        if status is not None:
+            status[i] = 1
         return True
 
     def stored_call(self, i: int) -> tuple[Any, ...] | None:
@@ -285,7 +327,8 @@ class ZarrStore:
             arr = self.array(name)
             if arr is None:
                 return False
-            key = os.path.join(self.path, name, "c", str(i), *(["0"] * (arr.ndim - 1)))
+            key = os.path.join(self.path, name, "c", str(i // arr.chunks[0]),
+                               *(["0"] * (arr.ndim - 1)))
             if not os.path.exists(key):
                 return False
         return True

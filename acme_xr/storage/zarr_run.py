@@ -1,9 +1,17 @@
 """``storage="zarr"``: every call's results in one zarr (v3) store ``<func>.zarr``
-(:class:`~acme_xr.storage.zarr.ZarrStore`).
+(:class:`~acme_xr.storage.zarr.ZarrStore`), batch-chunked
+(:mod:`acme_xr.storage.zarr_batch`).
 
-The store's arrays are created by the client once a call has shown a variable's shape
-(:meth:`ZarrRun.collected`); calls that come before, or do not fit, write ordinary HDF5
-payloads, moved into the store by :meth:`ZarrRun.finalize` where they fit.
+Before the run's batches are submitted, its first call runs alone (the probe): its result
+shows every variable's shape and dtype, its time the chunk length, and the client creates
+the arrays (:meth:`ZarrRun.chunking`). Every other batch is one chunk's calls; its task
+writes their values as whole chunks at its end (:meth:`ZarrRun.write_batch`), and opens
+each array once per worker process. The probe's call, and calls whose results do not fit
+the arrays (another shape: *ragged* results, or a dtype zarr cannot hold), write ordinary
+HDF5 payloads as in ``storage="hdf5"``, moved into the store by :meth:`ZarrRun.finalize`
+where they fit; the others stay payload files, which :func:`acme_xr.open_results` reads
+(and pads) beside the store: nothing is truncated. A call whose variable is larger than
+the probe's therefore costs one payload file.
 
 Examples
 --------
@@ -25,12 +33,14 @@ import numpy as np
 
 from ..errors import ResultsLayoutError
 from ..manifest import DONE, Manifest
-from .base import Written, describe, payload_name
+from .base import Written, check_shape, describe, payload_name
 from .per_call import HdfPayloads
-from .values import Variable
-from .zarr import STORE_SUFFIX, ZarrStore
+from .values import NotStorable, Variable, to_variables
+from .zarr import STATUS, STORE_SUFFIX, ZarrStore
 
 __all__ = ["ZarrRun"]
+
+
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class ZarrRun(HdfPayloads):
     """One zarr store for every call (HDF5 payloads for the calls that do not fit it yet)."""
 
     name = "zarr"
+    # the worker hands over a batch's results at its end (write_rows), not call by call
+    batched = True
 
     @property
     def container(self) -> str | None:
@@ -49,7 +61,7 @@ class ZarrRun(HdfPayloads):
 
     @cached_property
     def zarr(self) -> ZarrStore:
-        """The run's store (opened once per process that uses it)."""
+        """The run's store (opened once per process that uses it; its arrays too)."""
         assert self.store is not None
         return ZarrStore(self.store, self.n_calls, checksums=self.checksums)
 
@@ -66,6 +78,93 @@ class ZarrRun(HdfPayloads):
         assert self.store is not None
         ZarrStore(self.store, 0).create()
 
+    # -- batch-chunked writes (acme_xr.storage.zarr_batch) -----------------------------
+    def stage(self, i: int, result: Any, templates: dict[str, dict[str, Any]],
+              warnings: list[str]) -> tuple[Written, dict[str, Any] | None]:
+        """Check call ``i``'s result as :meth:`write_call` does; return its record and the
+        values to write with the batch (None: written now, as a payload file).
+
+        Raises
+        ------
+        ResultShapeError
+            ``result_0`` does not fit ``result_shape``.
+        StorageError
+            A payload file could not be written.
+        """
+        try:
+            variables = to_variables(result)
+            if self.result_shape is not None:
+                check_shape(self.result_shape, variables)
+        except NotStorable:
+            return self.write_call(i, result, templates, warnings), None
+        items = self.zarr.fits(variables)
+        if items is None:  # no arrays yet (the probe), or ragged: a payload file
+            return super().write_variables(i, variables, templates), None
+        return Written("zarr", describe(variables, templates), None), items
+
+    def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
+        """Write the staged values ``rows`` of the batch ``batch`` as whole chunks.
+
+        Raises
+        ------
+        StorageError
+            The store could not be written (the message names it).
+        """
+        from .base import storage_error
+        from .zarr_batch import write_rows
+
+        try:
+            write_rows(self.zarr, batch, rows)
+        except OSError as exc:
+            raise storage_error(str(self.store), exc) from exc
+
+    def write_batch(self, calls: Sequence[tuple[int, Any]],
+                    templates: dict[str, dict[str, Any]], warnings: list[str]) -> list[Written]:
+        staged = [(i, self.stage(i, result, templates, warnings)) for i, result in calls]
+        self.write_rows([i for i, _ in calls],
+                        [(i, items) for i, (_, items) in staged if items is not None])
+        return [w for _, (w, _) in staged]
+
+    def stored_batch(self, indices: Sequence[int],
+                     templates: dict[str, dict[str, Any]]) -> list[Written | None]:
+        """What the store holds of a batch's calls, from one read of its status chunk
+        (a batch dask runs again after its worker died wrote its chunk already)."""
+        from .zarr_batch import done_calls
+
+        self.zarr.recheck()  # arrays the client created since this process last looked
+        if self.zarr.array(STATUS) is None:
+            return [None] * len(indices)
+        done = done_calls(self.zarr, indices)
+        if not done.any():
+            return [None] * len(indices)
+        meta = self.zarr.stored_call(int(indices[int(done.argmax())]))
+        return [Written("zarr", meta, None) if d and meta is not None else None for d in done]
+
+    def chunking(self, manifest: Manifest, slots: int, per_call: float | None,
+                 batch_size: int | None = None) -> int | None:
+        """Choose the run's chunk length from its first finished call (``batch_size``: the
+        user's) and create the store's arrays (on the client, before the other batches);
+        None while no call is done."""
+        from .zarr_batch import chunk_length, largest_call_bytes
+
+        meta = self.zarr.first_meta
+        if meta is None:
+            return None
+        length = batch_size or chunk_length(manifest.n_inputs, slots, per_call,
+                                            largest_call_bytes(meta))
+        self.zarr.chunk = length
+        self.zarr.decided = True
+        self.zarr.ensure_arrays(meta, manifest.coord_templates)
+        return self.existing_chunk()
+
+    def existing_chunk(self) -> int | None:
+        """The chunk length of the store's arrays (a resumed run), None without arrays."""
+        status = self.zarr.array(STATUS)
+        if status is None:
+            return None
+        self.zarr.decided = True
+        return int(status.chunks[0])
+
     def write_variables(self, i: int, variables: list[Variable],
                         templates: dict[str, dict[str, Any]]) -> Written:
         if self.zarr.write(i, variables):
@@ -81,9 +180,14 @@ class ZarrRun(HdfPayloads):
 
     def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
         """Create the store's arrays once a call has shown their shapes (calls that come
-        before write HDF5 payloads, moved into the store at the end)."""
+        before write HDF5 payloads, moved into the store at the end); with ``deferred``
+        (a batch-chunked run), only once :meth:`chunking` has chosen the chunk length."""
         for w in written:
             if w.meta and w.fmt == "h5":
+                if self.zarr.deferred and not self.zarr.decided:
+                    if self.zarr.first_meta is None:
+                        self.zarr.first_meta = w.meta
+                    continue
                 self.zarr.ensure_arrays(w.meta, manifest.coord_templates)
 
     def file_of(self, manifest: Manifest, i: int) -> str | None:
@@ -100,6 +204,7 @@ class ZarrRun(HdfPayloads):
         store the coordinates that are the same in every call once."""
         store = self.zarr_store(manifest.n_inputs)
         assert store is not None and self.store is not None
+        self.adopt(store, manifest)
         staged = [(int(i), self.payload(int(i))) for i in manifest.indices(DONE)
                   if manifest.fmt[i] == "h5" and os.path.exists(self.payload(int(i)))]
         for i in store.absorb(staged):
@@ -119,6 +224,25 @@ class ZarrRun(HdfPayloads):
         store.remove_partials()
         store.consolidate()
         return self.store
+
+    @staticmethod
+    def adopt(store: ZarrStore, manifest: Manifest) -> int:
+        """Record as done the pending calls whose chunk the store holds (they finished
+        after their outcome last reached the client: an interruption); return how many."""
+        from ..manifest import PENDING
+        from .zarr_batch import done_calls
+
+        pending = [int(i) for i in manifest.indices(PENDING)]
+        if not pending or store.array(STATUS) is None:
+            return 0
+        done = done_calls(store, pending)
+        calls = [i for i, d in zip(pending, done, strict=True) if d]
+        meta = store.stored_call(calls[0]) if calls else None
+        if meta is None:
+            return 0
+        for i in calls:
+            manifest.record_done(i, "zarr", meta, None)
+        return len(calls)
 
     @classmethod
     def damaged(cls, run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:
@@ -168,6 +292,12 @@ class ZarrRun(HdfPayloads):
         manifest = Manifest.new(n, header)
         manifest.state = "rebuilt"
         store = ZarrStore(path, n)
+        if store.array(STATUS) is not None:  # the status says which calls are whole
+            for i in range(n):
+                if calls.get(i) == "h5":
+                    _scan_into(manifest, run_dir, i)
+            ZarrRun.adopt(store, manifest)
+            return manifest
         for i in range(n):
             if calls.get(i) == "h5":
                 _scan_into(manifest, run_dir, i)
