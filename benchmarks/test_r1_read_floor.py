@@ -74,7 +74,8 @@ for _key in RUNS:
     report.declare(mean_group(_key), f"Issue 11, read {_title(_key)}: mean of "
                    f"{' and '.join(RUNS[_key][2])} (open included)", FLOOR,
                    note="ratio = median / the pread floor's; reads from a warm page cache; "
-                        f"the row {KERCHUNK!r} is the slot for issue 11's references")
+                        f"the row {KERCHUNK!r} reads write_references' JSON with plain xarray "
+                        "(chunks=None; fsspec fetches each call's chunk on its own)")
     report.declare(open_group(_key), f"Issue 11, open a run of {_title(_key)}", OPEN_RESULTS)
 report.declare(PEAK, "Issue 11, peak memory of open_results + means in a fresh process (time "
                "column = whole subprocess incl. imports)", None)
