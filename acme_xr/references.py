@@ -8,8 +8,8 @@ range (ACME-written ones, runs without spans) are opened once with h5py for the 
 contiguous, unfiltered dataset; what is not one plain buffer in a file (compressed or
 chunked datasets, another byte order, calls kept in a zarr store) is copied into the
 references as that call's chunk. Small things are copied too: coordinates, ``status``, the
-``<name>_mask`` variables, and results that are not plain numbers (booleans, strings,
-times, structured values, masked arrays).
+``<name>_mask`` variables, empty results (no bytes to point at), and results that are not
+plain numbers (booleans, strings, times, structured values, masked arrays).
 
 Gaps (failed or pending calls) read as :func:`acme_xr.open_results` gives them: NaN for
 floating-point results (a chunk that is not there reads as the fill value, NaN); integers
@@ -198,7 +198,9 @@ def virtual_dataset(run_dir: str) -> tuple[xr.Dataset, Inline]:
             continue
         rec = manifest.variables.get(str(name))
         target = coords if name in ds.coords else variables
-        if rec is not None and name not in ds.coords and _virtual_kind(var, rec):
+        # an empty result (np.zeros(0)) has no bytes to point at: copied like small things
+        if (rec is not None and name not in ds.coords and var.size
+                and _virtual_kind(var, rec)):
             target[name] = _manifest_variable(run_dir, manifest, str(name), var, rec, chunks)
         elif rec is None and str(name).endswith("_mask") and _plain_mask(manifest,
                                                                           str(name)[:-5]):
@@ -346,6 +348,14 @@ def _write_kerchunk(vds: xr.Dataset, chunks: Inline, out: str, fmt: str) -> None
             body[f"{name}/{_chunk_key(i, ndim)}"] = "base64:" + base64.b64encode(data).decode()
     for key in vds.variables:
         name = str(key)
+        if vds[name].size == 0 and f"{name}/.zarray" in body:
+            # an empty array's chunk length 0 makes kerchunk's parquet divide by zero:
+            # length 1 on its empty axes leaves a grid without chunks (its empty one goes)
+            zarray = json.loads(body[f"{name}/.zarray"])
+            zarray["chunks"] = [c or 1 for c in zarray["chunks"]]
+            body[f"{name}/.zarray"] = json.dumps(zarray, separators=(",", ":"))
+            for k in [k for k in body if k.startswith(f"{name}/") and k[len(name) + 1] != "."]:
+                del body[k]
         if vds[name].dtype.kind not in "fc" and f"{name}/.zarray" in body:
             # xarray reads a v2 fill_value as _FillValue and would turn integers into
             # floats: every chunk exists, so none is needed
