@@ -95,6 +95,9 @@ class CallStackArray(BackendArray):
     ranges : Ranges, optional
         Where the calls' values are as plain bytes: those calls are read with ``pread``
         (:mod:`acme_xr.storage.ranges`), the others with h5py.
+    gaps_only : bool
+        With ``mask``: the manifest shows that no call stored a mask of its own, so the
+        mask is the gaps and the padding, known without opening a payload.
     """
 
     def __init__(self, run_dir: str, header: dict[str, Any], name: str,
@@ -102,7 +105,7 @@ class CallStackArray(BackendArray):
                  fill: Any, in_store: np.ndarray | None = None,
                  store_name: str | None = None, mask: bool = False,
                  sizes: np.ndarray | None = None, spans: np.ndarray | None = None,
-                 ranges: Ranges | None = None) -> None:
+                 ranges: Ranges | None = None, gaps_only: bool = False) -> None:
         present = [s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
@@ -118,6 +121,7 @@ class CallStackArray(BackendArray):
         self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
         self.store_name = store_name or name
         self.mask = mask
+        self.gaps_only = mask and gaps_only
         # sums apply to files of one call only, never to a single_file container's groups
         self.sizes = None if header.get("group") else sizes
         self.spans = None if header.get("group") else spans
@@ -150,6 +154,11 @@ class CallStackArray(BackendArray):
             out = np.empty(shape, self.dtype)  # every element is read: no fill pass
         else:
             out = np.full(shape, self.fill, self.dtype)
+        if self.gaps_only:  # False where a call has values, True in gaps and padding
+            for j, c in enumerate(calls.tolist()):
+                if self.shapes[c] is not None:
+                    out[j] = _outer_index(self._pad(np.zeros(self.shapes[c], bool)), rest)
+            return out[0] if single else out
         # whole arrays of a plain numeric type go straight from the file into ``out``
         direct = (self.dtype == self.native and self.native.kind in "iufc" and len(rest) > 0
                   and not self.mask and not self.masked_nan

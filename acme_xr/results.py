@@ -61,7 +61,7 @@ from . import config
 from .callstack import CallStackArray
 from .errors import PayloadCorruptError, ResultsLayoutError
 from .integrity import verify_run
-from .manifest import DONE, FAILED, PENDING, STATUS_NAMES, Manifest, VarRecord
+from .manifest import DONE, FAILED, MASKS_KNOWN, PENDING, STATUS_NAMES, Manifest, VarRecord
 from .scan import load_manifest, locate_run, refresh_pending
 from .storage.ranges import Ranges
 from .storage.registry import DEFAULT, backend_class, names
@@ -225,7 +225,8 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
             block = min(block, _MAX_BLOCK_CALLS)  # some calls are for h5py
         if _needs_mask(gaps, masked, dtype):
             marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
-                                  mask=True, sizes=manifest.size)
+                                  mask=True, sizes=manifest.size,
+                                  gaps_only=not masked and bool(rec.attrs.get(MASKS_KNOWN)))
             masks[f"{name}_mask"] = xr.Variable((dim, *rec.dims),
                                                 indexing.LazilyIndexedArray(marr))
         if rec.attrs.get(DATASET_ATTRS_ATTR):
