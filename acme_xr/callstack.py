@@ -41,6 +41,9 @@ _HDF5_READS = threading.Lock()
 _EXACT = 2**53  # integers up to this size are exact in float64
 # bytes read by range per copy into the output: a block costs at most this much more memory
 _GROUP_BYTES = 4 * 2**20
+# a call's data up to this size is read whole for any selection (and its checksum checked):
+# that costs less than an HDF5 open; larger ones are read in part
+_SMALL_CALL = 2**20
 
 
 def _outer_index(arr: np.ndarray, key: tuple[Any, ...]) -> np.ndarray:
@@ -214,6 +217,18 @@ class CallStackArray(BackendArray):
         ok = table.spans[cs, 1] == counts * itemsize
         rows, cs, codes = rows[ok], cs[ok], codes[ok]
         prefix, pattern = os.path.join(self.run_dir, ""), self.header["payload"]
+        whole = all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
+                    for k, n in zip(rest, self.maxshape, strict=True))
+        if not whole and len(cs) and int(table.spans[cs, 1].max()) > _SMALL_CALL:
+            # a few elements of large calls: their rows by range, or h5py (which reads
+            # only the selection) rather than every byte of every call
+            if not uniform:
+                return None
+            self._read_rows(cs, rows, codes, rest, out, inexact)
+            count("range", len(rows))
+            done = np.zeros(len(calls), bool)
+            done[rows] = True
+            return done
         if uniform:
             # one array per group of calls: the per-call cost is the reads alone
             step = max(1, _GROUP_BYTES // max(1, int(table.spans[cs[0], 1]) if len(cs) else 1))
@@ -241,6 +256,27 @@ class CallStackArray(BackendArray):
         done = np.zeros(len(calls), bool)
         done[rows] = True
         return done
+
+    def _read_rows(self, cs: np.ndarray, rows: np.ndarray, codes: np.ndarray,
+                   rest: tuple[Any, ...], out: np.ndarray, inexact: list[int]) -> None:
+        """Read only the rows (along the call's first axis) that ``rest`` selects, from
+        the first to the last, of calls of the full shape."""
+        table = self.ranges
+        assert table is not None
+        picked = np.arange(self.maxshape[0])[rest[0]]
+        if not picked.size:
+            return  # nothing selected: ``out`` has no element for these calls
+        lo, hi = int(picked.min()), int(picked.max()) + 1
+        key = (picked - lo, *rest[1:])
+        prefix, pattern = os.path.join(self.run_dir, ""), self.header["payload"]
+        for j, c, k in zip(rows.tolist(), cs.tolist(), codes.tolist(), strict=True):
+            row_bytes = math.prod(self.maxshape[1:]) * table.dtypes[k].itemsize
+            raw = table.read_many([c], [prefix + pattern.format(i=c)],
+                                  part=(lo * row_bytes, (hi - lo) * row_bytes))[0]
+            arr = self._decoded(np.frombuffer(raw, table.dtypes[k]).reshape(
+                hi - lo, *self.maxshape[1:]))
+            self._check_exact(arr, [c], inexact)
+            out[j] = _outer_index(arr, key)
 
     def _decoded(self, arr: np.ndarray) -> np.ndarray:
         """Undo the payload's encodings of stored values, as hdf5.decode does."""
