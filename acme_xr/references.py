@@ -39,11 +39,12 @@ Examples
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ from .results import build_dataset
 from .scan import load_manifest, locate_run, payload_location, refresh_pending
 from .storage.values import MASKED_ATTR
 
-__all__ = ["write_references", "FORMATS", "icechunk_prefix"]
+__all__ = ["write_references", "FORMATS", "icechunk_prefix", "quiet_icechunk_log"]
 
 # format name -> the suffixes that choose it
 FORMATS = {"json": (".json",), "parquet": (".parq", ".parquet"), "icechunk": (".icechunk",)}
@@ -134,10 +135,11 @@ def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[st
     run = locate_run(run_dir)
     vds, chunks = virtual_dataset(run)
     try:
-        if fmt == "icechunk":
-            _write_icechunk(vds, chunks, out, run)
-        else:
-            _write_kerchunk(vds, chunks, out, fmt)
+        with _known_warnings_quiet():
+            if fmt == "icechunk":
+                _write_icechunk(vds, chunks, out, run)
+            else:
+                _write_kerchunk(vds, chunks, out, fmt)
     except BaseException:
         # half-written references would open as a run with chunks missing
         if os.path.isdir(out):
@@ -146,6 +148,42 @@ def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[st
             os.unlink(out)
         raise
     return out
+
+
+@contextlib.contextmanager
+def _known_warnings_quiet() -> Iterator[None]:
+    """Silence what the writers' libraries warn on every export, about themselves and not
+    about the run: zarr's "no Zarr V3 specification" for the ``<U`` of ``status``, and
+    pandas' deprecations of the fastparquet engine kerchunk's parquet writer uses."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        warnings.filterwarnings("ignore", message="The 'fastparquet' engine is deprecated",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The 'future.infer_string' option is "
+                                "deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The 'fastparquet' engine is deprecated",
+                                category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The 'future.infer_string' option is "
+                                "deprecated", category=FutureWarning)
+        yield
+
+
+def quiet_icechunk_log() -> None:
+    """Keep icechunk's log from warning that a local repository is "not safe for
+    concurrent commits" (its Rust log writes to stdout, so ``out=$(acme-xr export ...)``
+    held more than the path): a repository of references is written by one process and
+    then only read. Only that warning is dropped, and not when ``ICECHUNK_LOG`` is set
+    (the user chose what icechunk logs).
+
+    Examples
+    --------
+    >>> quiet_icechunk_log()
+    """
+    if "ICECHUNK_LOG" in os.environ:
+        return
+    import icechunk
+
+    icechunk.set_logs_filter("warn,icechunk::storage::object_store=error")
 
 
 def _format_of(path: str, format: str | None) -> str:
@@ -376,6 +414,7 @@ def _write_icechunk(vds: xr.Dataset, chunks: Inline, out: str, run_dir: str) -> 
     import icechunk
     import zarr
 
+    quiet_icechunk_log()
     prefix = icechunk_prefix(run_dir)
     config = icechunk.RepositoryConfig.default()
     config.set_virtual_chunk_container(

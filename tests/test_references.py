@@ -350,3 +350,18 @@ def test_empty_results_are_exported(client: Any, tmp_path: Path, fmt: str) -> No
     plain = opened_plainly(refs, run, tmp_path)
     assert plain.result_1.shape == (3, 0, 3)
     assert_same(plain, open_results(run))
+
+
+@pytest.mark.parametrize("fmt", sorted(SUFFIXES))
+def test_export_command_prints_only_the_path(int_run: str, tmp_path: Path, fmt: str) -> None:
+    """``out=$(acme-xr export ...)`` is the path: icechunk's Rust log wrote a WARN line to
+    stdout; zarr's dtype warning and pandas' fastparquet deprecations went to stderr."""
+    out = str(tmp_path / f"refs{SUFFIXES[fmt]}")
+    env = {k: v for k, v in os.environ.items() if k != "ICECHUNK_LOG"}
+    env["PYTHONWARNINGS"] = "default"  # what would be shown, DeprecationWarnings included
+    proc = subprocess.run([sys.executable, "-m", "acme_xr", "export", int_run, out],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == out + "\n"
+    for noise in ("Zarr V3 specification", "fastparquet", "infer_string", "WARN"):
+        assert noise not in proc.stderr, proc.stderr
