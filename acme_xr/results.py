@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -60,7 +61,7 @@ from xarray.core import indexing
 from . import config
 from .callstack import CallStackArray
 from .errors import PayloadCorruptError, ResultsLayoutError
-from .integrity import verify_run
+from .integrity import unchecked_calls, verify_run
 from .manifest import DONE, FAILED, MASKS_KNOWN, PENDING, STATUS_NAMES, Manifest, VarRecord
 from .scan import load_manifest, locate_run, refresh_pending
 from .storage.ranges import Ranges
@@ -382,4 +383,9 @@ def dataset_for(path: str | os.PathLike[str], *, dim: str = "call",
         bad = verify_run(run_dir, manifest)
         if bad:
             raise PayloadCorruptError.for_calls(bad)
+        if unchecked_calls(manifest):  # it would pass a same-size change silently
+            warnings.warn(
+                f"this run ({run_dir}) recorded no checksums (acme_xr.payload.checksums was "
+                "off): verify checks sizes only, so a payload changed in place at the same "
+                "size is not found", UserWarning, stacklevel=3)
     return build_dataset(run_dir, manifest, dim=dim, mask_integers=mask_integers)
