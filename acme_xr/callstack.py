@@ -41,6 +41,9 @@ _HDF5_READS = threading.Lock()
 _EXACT = 2**53  # integers up to this size are exact in float64
 # bytes read by range per copy into the output: a block costs at most this much more memory
 _GROUP_BYTES = 4 * 2**20
+# a call's data up to this size is read whole for any selection (and its checksum checked):
+# that costs less than an HDF5 open; larger ones are read in part
+_SMALL_CALL = 2**20
 
 
 def _outer_index(arr: np.ndarray, key: tuple[Any, ...]) -> np.ndarray:
@@ -95,6 +98,9 @@ class CallStackArray(BackendArray):
     ranges : Ranges, optional
         Where the calls' values are as plain bytes: those calls are read with ``pread``
         (:mod:`acme_xr.storage.ranges`), the others with h5py.
+    gaps_only : bool
+        With ``mask``: the manifest shows that no call stored a mask of its own, so the
+        mask is the gaps and the padding, known without opening a payload.
     """
 
     def __init__(self, run_dir: str, header: dict[str, Any], name: str,
@@ -102,7 +108,7 @@ class CallStackArray(BackendArray):
                  fill: Any, in_store: np.ndarray | None = None,
                  store_name: str | None = None, mask: bool = False,
                  sizes: np.ndarray | None = None, spans: np.ndarray | None = None,
-                 ranges: Ranges | None = None) -> None:
+                 ranges: Ranges | None = None, gaps_only: bool = False) -> None:
         present = [s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
@@ -118,6 +124,7 @@ class CallStackArray(BackendArray):
         self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
         self.store_name = store_name or name
         self.mask = mask
+        self.gaps_only = mask and gaps_only
         # sums apply to files of one call only, never to a single_file container's groups
         self.sizes = None if header.get("group") else sizes
         self.spans = None if header.get("group") else spans
@@ -150,6 +157,11 @@ class CallStackArray(BackendArray):
             out = np.empty(shape, self.dtype)  # every element is read: no fill pass
         else:
             out = np.full(shape, self.fill, self.dtype)
+        if self.gaps_only:  # False where a call has values, True in gaps and padding
+            for j, c in enumerate(calls.tolist()):
+                if self.shapes[c] is not None:
+                    out[j] = _outer_index(self._pad(np.zeros(self.shapes[c], bool)), rest)
+            return out[0] if single else out
         # whole arrays of a plain numeric type go straight from the file into ``out``
         direct = (self.dtype == self.native and self.native.kind in "iufc" and len(rest) > 0
                   and not self.mask and not self.masked_nan
@@ -205,6 +217,18 @@ class CallStackArray(BackendArray):
         ok = table.spans[cs, 1] == counts * itemsize
         rows, cs, codes = rows[ok], cs[ok], codes[ok]
         prefix, pattern = os.path.join(self.run_dir, ""), self.header["payload"]
+        whole = all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
+                    for k, n in zip(rest, self.maxshape, strict=True))
+        if not whole and len(cs) and int(table.spans[cs, 1].max()) > _SMALL_CALL:
+            # a few elements of large calls: their rows by range, or h5py (which reads
+            # only the selection) rather than every byte of every call
+            if not uniform:
+                return None
+            self._read_rows(cs, rows, codes, rest, out, inexact)
+            count("range", len(rows))
+            done = np.zeros(len(calls), bool)
+            done[rows] = True
+            return done
         if uniform:
             # one array per group of calls: the per-call cost is the reads alone
             step = max(1, _GROUP_BYTES // max(1, int(table.spans[cs[0], 1]) if len(cs) else 1))
@@ -232,6 +256,27 @@ class CallStackArray(BackendArray):
         done = np.zeros(len(calls), bool)
         done[rows] = True
         return done
+
+    def _read_rows(self, cs: np.ndarray, rows: np.ndarray, codes: np.ndarray,
+                   rest: tuple[Any, ...], out: np.ndarray, inexact: list[int]) -> None:
+        """Read only the rows (along the call's first axis) that ``rest`` selects, from
+        the first to the last, of calls of the full shape."""
+        table = self.ranges
+        assert table is not None
+        picked = np.arange(self.maxshape[0])[rest[0]]
+        if not picked.size:
+            return  # nothing selected: ``out`` has no element for these calls
+        lo, hi = int(picked.min()), int(picked.max()) + 1
+        key = (picked - lo, *rest[1:])
+        prefix, pattern = os.path.join(self.run_dir, ""), self.header["payload"]
+        for j, c, k in zip(rows.tolist(), cs.tolist(), codes.tolist(), strict=True):
+            row_bytes = math.prod(self.maxshape[1:]) * table.dtypes[k].itemsize
+            raw = table.read_many([c], [prefix + pattern.format(i=c)],
+                                  part=(lo * row_bytes, (hi - lo) * row_bytes))[0]
+            arr = self._decoded(np.frombuffer(raw, table.dtypes[k]).reshape(
+                hi - lo, *self.maxshape[1:]))
+            self._check_exact(arr, [c], inexact)
+            out[j] = _outer_index(arr, key)
 
     def _decoded(self, arr: np.ndarray) -> np.ndarray:
         """Undo the payload's encodings of stored values, as hdf5.decode does."""

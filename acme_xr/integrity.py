@@ -36,13 +36,16 @@ import logging
 import os
 from collections.abc import Iterator
 
+import numpy as np
+
 from .errors import MissingPayloadError, PayloadCorruptError
 from .manifest import DONE, Manifest
 from .scan import payload_location
 from .storage.checksums import checksum, file_sums, pread_exact
 from .storage.registry import DEFAULT, backend_class, names
 
-__all__ = ["check_read", "verify_run", "drop_damaged", "payload_path", "size_problem"]
+__all__ = ["check_read", "verify_run", "unchecked_calls", "drop_damaged", "payload_path",
+           "size_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +146,13 @@ def file_problem(path: str, size: int, crc: int) -> str | None:
     if found != crc:
         return f"checksum {found:08x}, {crc:08x} recorded: changed"
     return None
+
+
+def unchecked_calls(manifest: Manifest) -> int:
+    """The number of done calls whose payload size was recorded without its checksum
+    (``acme_xr.payload.checksums`` off): :func:`verify_run` compares only their size."""
+    done = manifest.status == DONE
+    return int(np.count_nonzero(done & (manifest.size >= 0) & (manifest.checksum < 0)))
 
 
 def verify_run(run_dir: str, manifest: Manifest) -> dict[int, tuple[str, str]]:

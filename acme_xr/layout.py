@@ -165,7 +165,7 @@ class RunLayout:
                     "acme_xr never overwrites results. Pass resume=True to finish that run, or "
                     "choose a new output_dir"
                 )
-            if entries and not os.path.exists(self.manifest):
+            if entries and not os.path.exists(self.manifest) and not _rebuildable(out):
                 raise ResumeMismatchError(
                     f"cannot resume {out}: it holds {len(entries)} files (e.g. "
                     f"{sorted(entries)[0]!r}) but no {os.path.basename(self.manifest)}, so it "
@@ -198,6 +198,14 @@ class RunLayout:
         one file, the store's consolidation); return its path. Raises what the backend's
         ``finalize`` raises (:class:`~acme_xr.errors.ResultShapeError`)."""
         return self.backend.finalize(manifest)
+
+
+def _rebuildable(directory: str) -> bool:
+    """A run whose manifest is lost but can be rebuilt by scanning (a backend's rebuild
+    included): resuming it is then decided by :func:`acme_xr.scan.manifest_to_resume`."""
+    from .scan import holds_run  # h5py: only a directory without manifest needs it
+
+    return holds_run(directory)
 
 
 def remove_old_runs(directory: str, older_than_days: float) -> list[str]:

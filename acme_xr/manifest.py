@@ -59,6 +59,8 @@ FORMAT = "acme_xr-manifest"
 # spans; header "checksum" names the algorithm, "payload_format" the payload layout)
 # 3: sizes and spans may be recorded without a checksum (-1); written only then
 FORMAT_VERSION = 3
+# a variable's attribute: every call that stored a mask is recorded (see record_done)
+MASKS_KNOWN = "_acme_xr_masks_known"
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = ("pending", "done", "failed")
@@ -345,7 +347,12 @@ class Manifest:
                 rec = VarRecord(dtype=dtype, dims=tuple(dims), shapes=[None] * self.n_inputs,
                                 attrs=dict(attrs or {}), labelled=coords is not None,
                                 coords=dict(coords or {}))
+                # "_acme_xr_masked" is kept as the union over the calls (older manifests
+                # kept the first call's): a reader then knows the mask of an unmasked result
+                rec.attrs[MASKS_KNOWN] = True
                 self.variables[name] = rec
+            if (attrs or {}).get("_acme_xr_masked"):  # storage.values.MASKED_ATTR
+                rec.attrs["_acme_xr_masked"] = True
             elif dtype != rec.dtype or _fields(attrs) != _fields(rec.attrs):
                 # structured layouts of one size share a dtype string: compare the fields
                 same_fields = _fields(attrs) == _fields(rec.attrs)

@@ -37,6 +37,10 @@ __all__ = ["Options", "validate_options", "STORAGES", "storage_names"]
 # storage_names)
 STORAGES = ("hdf5", "zarr")
 
+# backends chosen by ACME's flags rather than by storage= (acme_xr.storage.registry.mode_of)
+_FLAG_CHOSEN = {"single_file": "single_file=True", "pickle": "write_pickle=True",
+                "memory": "write_worker_results=False"}
+
 
 def storage_names() -> tuple[str, ...]:
     """What ``storage=`` accepts: the registered backends that write to disk (``pickle``
@@ -310,9 +314,13 @@ def validate_options(**kw: Any) -> Options:
     # every backend registered (acme_xr.storage.registry) that keeps results on disk
     on_disk = storage_names()
     if values["storage"] not in on_disk:
+        # ACME's flags choose three backends: a name of one of them says which flag
+        flag = _FLAG_CHOSEN.get(values["storage"]) if isinstance(values["storage"], str) else None
         raise InputError(
             f"storage={values['storage']!r} is not valid: give one of "
             f"{', '.join(map(repr, on_disk))}"
+            + (f"; that mode is chosen with {flag}, leaving storage= at its default"
+               if flag else "")
         )
     if values["storage"] == "zarr" and importlib.util.find_spec("zarr") is None:
         raise InputError(

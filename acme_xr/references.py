@@ -8,8 +8,8 @@ range (ACME-written ones, runs without spans) are opened once with h5py for the 
 contiguous, unfiltered dataset; what is not one plain buffer in a file (compressed or
 chunked datasets, another byte order, calls kept in a zarr store) is copied into the
 references as that call's chunk. Small things are copied too: coordinates, ``status``, the
-``<name>_mask`` variables, and results that are not plain numbers (booleans, strings,
-times, structured values, masked arrays).
+``<name>_mask`` variables, empty results (no bytes to point at), and results that are not
+plain numbers (booleans, strings, times, structured values, masked arrays).
 
 Gaps (failed or pending calls) read as :func:`acme_xr.open_results` gives them: NaN for
 floating-point results (a chunk that is not there reads as the fill value, NaN); integers
@@ -39,11 +39,12 @@ Examples
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,7 @@ from .results import build_dataset
 from .scan import load_manifest, locate_run, payload_location, refresh_pending
 from .storage.values import MASKED_ATTR
 
-__all__ = ["write_references", "FORMATS", "icechunk_prefix"]
+__all__ = ["write_references", "FORMATS", "icechunk_prefix", "quiet_icechunk_log"]
 
 # format name -> the suffixes that choose it
 FORMATS = {"json": (".json",), "parquet": (".parq", ".parquet"), "icechunk": (".icechunk",)}
@@ -134,10 +135,11 @@ def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[st
     run = locate_run(run_dir)
     vds, chunks = virtual_dataset(run)
     try:
-        if fmt == "icechunk":
-            _write_icechunk(vds, chunks, out, run)
-        else:
-            _write_kerchunk(vds, chunks, out, fmt)
+        with _known_warnings_quiet():
+            if fmt == "icechunk":
+                _write_icechunk(vds, chunks, out, run)
+            else:
+                _write_kerchunk(vds, chunks, out, fmt)
     except BaseException:
         # half-written references would open as a run with chunks missing
         if os.path.isdir(out):
@@ -146,6 +148,42 @@ def write_references(run_dir: str | os.PathLike[str], path: str | os.PathLike[st
             os.unlink(out)
         raise
     return out
+
+
+@contextlib.contextmanager
+def _known_warnings_quiet() -> Iterator[None]:
+    """Silence what the writers' libraries warn on every export, about themselves and not
+    about the run: zarr's "no Zarr V3 specification" for the ``<U`` of ``status``, and
+    pandas' deprecations of the fastparquet engine kerchunk's parquet writer uses."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        warnings.filterwarnings("ignore", message="The 'fastparquet' engine is deprecated",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The 'future.infer_string' option is "
+                                "deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The 'fastparquet' engine is deprecated",
+                                category=FutureWarning)
+        warnings.filterwarnings("ignore", message="The 'future.infer_string' option is "
+                                "deprecated", category=FutureWarning)
+        yield
+
+
+def quiet_icechunk_log() -> None:
+    """Keep icechunk's log from warning that a local repository is "not safe for
+    concurrent commits" (its Rust log writes to stdout, so ``out=$(acme-xr export ...)``
+    held more than the path): a repository of references is written by one process and
+    then only read. Only that warning is dropped, and not when ``ICECHUNK_LOG`` is set
+    (the user chose what icechunk logs).
+
+    Examples
+    --------
+    >>> quiet_icechunk_log()
+    """
+    if "ICECHUNK_LOG" in os.environ:
+        return
+    import icechunk
+
+    icechunk.set_logs_filter("warn,icechunk::storage::object_store=error")
 
 
 def _format_of(path: str, format: str | None) -> str:
@@ -198,7 +236,9 @@ def virtual_dataset(run_dir: str) -> tuple[xr.Dataset, Inline]:
             continue
         rec = manifest.variables.get(str(name))
         target = coords if name in ds.coords else variables
-        if rec is not None and name not in ds.coords and _virtual_kind(var, rec):
+        # an empty result (np.zeros(0)) has no bytes to point at: copied like small things
+        if (rec is not None and name not in ds.coords and var.size
+                and _virtual_kind(var, rec)):
             target[name] = _manifest_variable(run_dir, manifest, str(name), var, rec, chunks)
         elif rec is None and str(name).endswith("_mask") and _plain_mask(manifest,
                                                                           str(name)[:-5]):
@@ -346,6 +386,14 @@ def _write_kerchunk(vds: xr.Dataset, chunks: Inline, out: str, fmt: str) -> None
             body[f"{name}/{_chunk_key(i, ndim)}"] = "base64:" + base64.b64encode(data).decode()
     for key in vds.variables:
         name = str(key)
+        if vds[name].size == 0 and f"{name}/.zarray" in body:
+            # an empty array's chunk length 0 makes kerchunk's parquet divide by zero:
+            # length 1 on its empty axes leaves a grid without chunks (its empty one goes)
+            zarray = json.loads(body[f"{name}/.zarray"])
+            zarray["chunks"] = [c or 1 for c in zarray["chunks"]]
+            body[f"{name}/.zarray"] = json.dumps(zarray, separators=(",", ":"))
+            for k in [k for k in body if k.startswith(f"{name}/") and k[len(name) + 1] != "."]:
+                del body[k]
         if vds[name].dtype.kind not in "fc" and f"{name}/.zarray" in body:
             # xarray reads a v2 fill_value as _FillValue and would turn integers into
             # floats: every chunk exists, so none is needed
@@ -366,6 +414,7 @@ def _write_icechunk(vds: xr.Dataset, chunks: Inline, out: str, run_dir: str) -> 
     import icechunk
     import zarr
 
+    quiet_icechunk_log()
     prefix = icechunk_prefix(run_dir)
     config = icechunk.RepositoryConfig.default()
     config.set_virtual_chunk_container(

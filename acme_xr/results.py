@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -60,8 +61,8 @@ from xarray.core import indexing
 from . import config
 from .callstack import CallStackArray
 from .errors import PayloadCorruptError, ResultsLayoutError
-from .integrity import verify_run
-from .manifest import DONE, FAILED, PENDING, STATUS_NAMES, Manifest, VarRecord
+from .integrity import unchecked_calls, verify_run
+from .manifest import DONE, FAILED, MASKS_KNOWN, PENDING, STATUS_NAMES, Manifest, VarRecord
 from .scan import load_manifest, locate_run, refresh_pending
 from .storage.ranges import Ranges
 from .storage.registry import DEFAULT, backend_class, names
@@ -225,7 +226,8 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
             block = min(block, _MAX_BLOCK_CALLS)  # some calls are for h5py
         if _needs_mask(gaps, masked, dtype):
             marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
-                                  mask=True, sizes=manifest.size)
+                                  mask=True, sizes=manifest.size,
+                                  gaps_only=not masked and bool(rec.attrs.get(MASKS_KNOWN)))
             masks[f"{name}_mask"] = xr.Variable((dim, *rec.dims),
                                                 indexing.LazilyIndexedArray(marr))
         if rec.attrs.get(DATASET_ATTRS_ATTR):
@@ -381,4 +383,9 @@ def dataset_for(path: str | os.PathLike[str], *, dim: str = "call",
         bad = verify_run(run_dir, manifest)
         if bad:
             raise PayloadCorruptError.for_calls(bad)
+        if unchecked_calls(manifest):  # it would pass a same-size change silently
+            warnings.warn(
+                f"this run ({run_dir}) recorded no checksums (acme_xr.payload.checksums was "
+                "off): verify checks sizes only, so a payload changed in place at the same "
+                "size is not found", UserWarning, stacklevel=3)
     return build_dataset(run_dir, manifest, dim=dim, mask_integers=mask_integers)

@@ -37,7 +37,7 @@ from .storage.base import payload_name
 from .storage.hdf5 import scan_group
 from .storage.registry import backend_class, names
 
-__all__ = ["locate_run", "load_manifest", "manifest_to_resume", "refresh_pending",
+__all__ = ["locate_run", "holds_run", "load_manifest", "manifest_to_resume", "refresh_pending",
            "payload_location", "payload_files", "rebuilt_manifest", "common_header"]
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,35 @@ def locate_run(path: str | os.PathLike[str]) -> str:
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise ResultsLayoutError(f"{path} does not exist: give a run directory or its <func>.h5")
-    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or payload_files(path)
-            or _acme_stem(path)):
+    if holds_run(path):
         return path
     raise ResultsLayoutError(
-        f"{path} holds no acme_xr or ACME run: expected {MANIFEST_NAME}, <func>_<i>.h5 payloads "
-        "or an ACME <func>.h5 with <func>_payload/"
+        f"{path} holds no acme_xr or ACME run: expected {MANIFEST_NAME}, <func>_<i>.h5 payloads, "
+        "an ACME <func>.h5 with <func>_payload/ or a layout a registered storage backend's "
+        "rebuild recognises"
     )
+
+
+def holds_run(path: str) -> bool:
+    """Whether the directory ``path`` holds a run that can be opened (its manifest, or what
+    a manifest can be rebuilt from).
+
+    The cheap built-in checks come first; only then is every registered backend's
+    :meth:`~acme_xr.storage.base.StorageBackend.rebuild` asked, so that a custom layout
+    whose manifest is lost (docs/developer.md) is found like the built-in ones.
+    """
+    if (os.path.exists(os.path.join(path, MANIFEST_NAME)) or payload_files(path)
+            or _acme_stem(path)):
+        return True
+    files = payload_files(path)
+    for name in names():
+        # a damaged store of a backend's own is still its run: load_manifest says what is wrong
+        try:
+            if backend_class(name).rebuild(path, files) is not None:
+                return True
+        except ResultsLayoutError:
+            return True
+    return False
 
 
 def payload_files(directory: str) -> dict[str, dict[int, str]]:
@@ -149,7 +171,7 @@ def manifest_to_resume(run_dir: str, n_inputs: int, header: dict[str, Any],
         return manifest
     if not force:
         raise ResumeMismatchError(
-            f"cannot resume {run_dir}: its manifest was damaged, and the recorded function "
+            f"cannot resume {run_dir}: its manifest was damaged or lost, and the recorded function "
             "and inputs are lost with it, so acme_xr cannot check that this is the same "
             "run. Pass resume=\"force\" to continue it anyway (every call with a valid "
             "payload is kept), or start a new run in another output_dir"

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -363,3 +364,17 @@ def test_the_manifest_keeps_sums_compactly_and_reads_them_back() -> None:
     for i in (0, 1, 6, 7, n - 1):
         assert back.sums(i) == (None if i % 7 == 0 else (2056, 2**32 - 1 - i))
         assert back.variables["result_0"].span(i) == (None if i % 7 == 0 else (2048, 8, i))
+
+
+def test_verify_without_checksums_says_it_checks_sizes_only(client: Any, tmp_path: Any) -> None:
+    out = str(tmp_path / "run")
+    with dask.config.set({"acme_xr.payload.checksums": False}):
+        make_run(out)
+    with pytest.warns(UserWarning, match="recorded no checksums.*verify checks sizes only") as w:
+        open_results(out, verify=True)
+    assert len([x for x in w if "recorded no checksums" in str(x.message)]) == 1  # once
+    checked = str(tmp_path / "checked")
+    make_run(checked)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*recorded no checksums")
+        open_results(checked, verify=True)

@@ -332,3 +332,36 @@ def test_export_command_bad_input_is_one_line_and_nonzero(
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
 
     assert not (tmp_path / "refs.json").exists() and not (tmp_path / "refs.txt").exists()
+
+
+def empty(x: int) -> tuple[np.ndarray, np.ndarray, np.int8]:
+    if x == 2:
+        raise ValueError("call 2 fails on purpose")
+    return np.zeros(0), np.zeros((0, 3), np.int32), np.int8(x)
+
+
+@pytest.mark.parametrize("fmt", sorted(SUFFIXES))
+def test_empty_results_are_exported(client: Any, tmp_path: Path, fmt: str) -> None:
+    """np.zeros(0) and shape (0, 3) results: no chunks to point at, but the arrays are
+    there with their shapes and dtypes (kerchunk parquet divided by a chunk length of 0;
+    icechunk refused it as an invalid chunk grid)."""
+    run = compute(empty, [0, 1, 2], output_dir=tmp_path / "run")
+    refs = write_references(run, tmp_path / f"refs{SUFFIXES[fmt]}")
+    plain = opened_plainly(refs, run, tmp_path)
+    assert plain.result_1.shape == (3, 0, 3)
+    assert_same(plain, open_results(run))
+
+
+@pytest.mark.parametrize("fmt", sorted(SUFFIXES))
+def test_export_command_prints_only_the_path(int_run: str, tmp_path: Path, fmt: str) -> None:
+    """``out=$(acme-xr export ...)`` is the path: icechunk's Rust log wrote a WARN line to
+    stdout; zarr's dtype warning and pandas' fastparquet deprecations went to stderr."""
+    out = str(tmp_path / f"refs{SUFFIXES[fmt]}")
+    env = {k: v for k, v in os.environ.items() if k != "ICECHUNK_LOG"}
+    env["PYTHONWARNINGS"] = "default"  # what would be shown, DeprecationWarnings included
+    proc = subprocess.run([sys.executable, "-m", "acme_xr", "export", int_run, out],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == out + "\n"
+    for noise in ("Zarr V3 specification", "fastparquet", "infer_string", "WARN"):
+        assert noise not in proc.stderr, proc.stderr

@@ -167,10 +167,17 @@ class Ranges:
         """
         return np.frombuffer(self.read_many([c], [path])[0], self.dtype(c))
 
-    def read_many(self, calls: list[int], paths: list[str]) -> list[bytes]:
+    def read_many(self, calls: list[int], paths: list[str],
+                  part: tuple[int, int] | None = None) -> list[bytes]:
         """The bytes of each of ``calls`` (see :meth:`read`), in one loop: the per-call cost
-        is what a block of thousands of tiny payloads is made of."""
+        is what a block of thousands of tiny payloads is made of.
+
+        ``part``: (start, length) within each call's bytes, to read only those (a few rows
+        of a large array); their checksum, which covers all the bytes, is then not checked.
+        """
         spans = self.spans[calls].tolist()
+        if part is not None:
+            spans = [(off + part[0], part[1], -1) for off, _, _ in spans]
         sizes = self.sizes[calls].tolist()
         crc32c = google_crc32c.value
         out: list[bytes] = []
