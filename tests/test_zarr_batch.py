@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import threading
 import time
@@ -372,3 +373,22 @@ def test_batches_are_chunks_and_rows_written_in_any_order_stay(tmp_path: Any, n:
     for c in range(n):
         if c in written:
             assert values[c].tolist() == [written[c]] * 2 and status[c] == 1
+
+
+def _nul_units(x: int) -> Any:
+    return xr.DataArray(np.arange(3.0) + x, dims="t", attrs={"units": "\x00"})
+
+
+def test_a_probe_call_hdf5_cannot_hold_is_pickled_with_a_warning(tmp_path: Any) -> None:
+    # the probe calls are written as HDF5 payloads before the arrays exist: a value HDF5
+    # cannot hold (an attribute with an embedded NUL) is pickled and named, never a crash
+    out = str(tmp_path / "run")
+    with pytest.warns(UserWarning, match="pickled instead"):
+        ParallelMap(_nul_units, [1, 2, 3], output_dir=out, storage="zarr",
+                    verbose=False).compute(debug=True)
+    for i in range(3):
+        with open(os.path.join(out, f"_nul_units_{i}.pickle"), "rb") as fh:
+            value = pickle.load(fh)
+        got = value[0] if isinstance(value, list) else value
+        assert got.attrs["units"] == "\x00" and got.values.tolist() == [i + 1.0, i + 2.0,
+                                                                        i + 3.0]

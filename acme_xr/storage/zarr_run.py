@@ -99,7 +99,10 @@ class ZarrRun(HdfPayloads):
             return self.write_call(i, result, templates, warnings), None
         items = self.zarr.fits(variables)
         if items is None:  # no arrays yet (the probe), or ragged: a payload file
-            return super().write_variables(i, variables, templates), None
+            try:
+                return super().write_variables(i, variables, templates), None
+            except NotStorable:  # e.g. an attribute HDF5 cannot hold: pickled, with a warning
+                return self.write_call(i, result, templates, warnings), None
         return Written("zarr", describe(variables, templates), None), items
 
     def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
