@@ -166,6 +166,8 @@ class Collector:
             if result.attempts[k] > 0:  # 0: found on disk, not run here
                 m.duration[i] = result.duration[k]
                 m.attempts[i] = result.attempts[k]
+                if k < len(result.start):
+                    m.start[i] = result.start[k]
         m.coord_templates.update(result.templates)
         if self.backend is not None:
             self.backend.collected(

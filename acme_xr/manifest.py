@@ -1,7 +1,7 @@
 """The run manifest: one JSON file that describes a whole run.
 
 It records what ran (function, inputs fingerprint, acme_xr version, options), the layout
-(payload file pattern, container, storage kind) and, per call, the status, duration,
+(payload file pattern, container, storage kind) and, per call, the status, start time, duration,
 attempts, host, error and the shape/dtype/dims of every result variable. It holds enough to
 open the run as a labelled dataset without touching any payload file.
 
@@ -308,8 +308,12 @@ class Manifest:
     # per call: size and checksum of its payload file (-1: not recorded)
     size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     checksum: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # per call: UNIX time (s) at which its last attempt started (NaN: not recorded)
+    start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def __post_init__(self) -> None:
+        if len(self.start) != self.n_inputs:
+            self.start = np.full(self.n_inputs, np.nan)
         if len(self.size) != self.n_inputs:
             self.size = np.full(self.n_inputs, -1, np.int64)
         if len(self.checksum) != self.n_inputs:
@@ -431,6 +435,7 @@ class Manifest:
             "calls": {
                 "status": self.status.tolist(),
                 "duration": _floats(self.duration),
+                "start": _floats(self.start),
                 "attempts": self.attempts.tolist(),
                 "format": self.fmt,
                 "hosts": hosts,
@@ -468,7 +473,8 @@ class Manifest:
             n_inputs=n,
             header={k: v for k, v in d.items() if k not in reserved},
             status=np.asarray(calls["status"], np.int8),
-            duration=np.asarray([np.nan if x is None else x for x in calls["duration"]], float),
+            duration=_unfloats(calls["duration"]),
+            start=_unfloats(calls.get("start", [None] * n)),
             attempts=np.asarray(calls["attempts"], np.int32),
             fmt=list(calls["format"]),
             host=[None if h is None else hosts[h] for h in calls["host"]],
@@ -549,6 +555,10 @@ def _floats(values: np.ndarray) -> list[float | None]:
     if np.isnan(rounded).any():
         out = [None if x != x else x for x in out]
     return out
+
+
+def _unfloats(values: list[float | None]) -> np.ndarray:
+    return np.asarray([np.nan if x is None else x for x in values], float)
 
 
 def _fields(attrs: dict[str, Any] | None) -> Any:

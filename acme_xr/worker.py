@@ -116,6 +116,8 @@ class BatchResult:
     indices: list[int]
     status: list[int] = field(default_factory=list)
     duration: list[float] = field(default_factory=list)
+    # UNIX time (s) at which the call's last attempt started (NaN: not run here)
+    start: list[float] = field(default_factory=list)
     attempts: list[int] = field(default_factory=list)
     fmt: list[str | None] = field(default_factory=list)
     meta: list[Any] = field(default_factory=list)
@@ -136,9 +138,11 @@ class BatchResult:
     rows: list[tuple[int, Any]] | None = None
 
     def add(self, status: int, duration: float, attempts: int, fmt: str | None = None,
-            meta: Any = None, value: Any = None, sums: Sums | None = None) -> None:
+            meta: Any = None, value: Any = None, sums: Sums | None = None,
+            start: float = float("nan")) -> None:
         self.status.append(status)
         self.duration.append(duration)
+        self.start.append(start)
         self.attempts.append(attempts)
         self.fmt.append(fmt)
         self.meta.append(meta)
@@ -313,6 +317,7 @@ class Runner:
             n = 0
             while True:
                 n += 1
+                t_start = time.time()
                 if isolated:
                     a = self._call_pool().call(i, split, n, out)
                 else:
@@ -322,14 +327,14 @@ class Runner:
                 assert a.error is not None
                 out.retried.setdefault(i, []).append(f"{a.error['type']}: {a.error['message']}")
             if a.ok:
-                out.add(OK, a.seconds, n, a.fmt, a.meta, a.value, a.sums)
+                out.add(OK, a.seconds, n, a.fmt, a.meta, a.value, a.sums, t_start)
                 continue
             assert a.error is not None
             a.error["attempts"] = n
             if i in out.retried:
                 a.error["earlier"] = out.retried[i]
             out.errors[i] = a.error
-            out.add(FAILED, a.seconds, n)
+            out.add(FAILED, a.seconds, n, start=t_start)
             if a.fatal:
                 out.stopped = a.error
         if batched:

@@ -60,3 +60,33 @@ def test_not_a_manifest(tmp_path: Any) -> None:
     (tmp_path / "manifest.json").write_text('{"format": "something else"}')
     with pytest.raises(ResultsLayoutError, match="not an acme_xr manifest"):
         Manifest.read(str(tmp_path))
+
+
+def _sleepy(x: float) -> float:
+    import time
+
+    time.sleep(0.02)
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+def test_each_call_records_when_it_started(tmp_path: Any, client: Any) -> None:
+    # the run report draws a timeline of calls per worker from these
+    import time
+
+    from acme_xr import ParallelMap
+    from acme_xr.errors import ComputeError
+
+    before = time.time()
+    with ParallelMap(_sleepy, [0.0, 1.0, 2.0, 3.0, 4.0], output_dir=str(tmp_path / "run"),
+                     verbose=False) as pmap, pytest.raises(ComputeError):
+        pmap.compute()
+    after = time.time()
+    m = Manifest.read(str(tmp_path / "run"))
+    assert ((m.start >= before) & (m.start + m.duration <= after)).all()  # failed call too
+    assert all(h is not None and "/" in h for h in m.host)  # hostname/worker
+    # older manifests hold no start column: NaN
+    d = m.to_dict()
+    del d["calls"]["start"]
+    assert np.isnan(Manifest.from_dict(d).start).all()
