@@ -46,6 +46,7 @@ import weakref
 from typing import Any
 
 from . import config
+from .capture import installed
 from .errors import CallCrashedError, CallTimeoutError, InputTypeError
 from .shipping import dumps, ships
 
@@ -309,7 +310,6 @@ def _die_with_parent(parent: int) -> None:
 
 def main(parent: int) -> None:
     """Serve calls for the worker process ``parent`` until it closes our stdin."""
-    from .worker import Attempt, BatchResult, error_record
 
     # the protocol owns the original stdin/stdout; the user's prints go to stderr
     rfd, wfd = os.dup(0), os.dup(1)
@@ -325,6 +325,13 @@ def main(parent: int) -> None:
     sys.path[:] = path
     runner = pickle.loads(blob)
     _send(wfd, ("ready", os.getpid()))
+    with installed():  # each call's prints and warnings go back with its Attempt
+        _serve(runner, rfd, wfd)
+
+
+def _serve(runner: Any, rfd: int, wfd: int) -> None:
+    from .worker import Attempt, BatchResult, error_record
+
     while True:
         try:
             kind, i, split = _recv(rfd)

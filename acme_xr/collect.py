@@ -37,6 +37,7 @@ from . import config
 from .errors import ComputeError, StorageError
 from .layout import RunLayout
 from .manifest import DONE, FAILED, PENDING, Manifest
+from .progress import Progress
 from .shipping import unshipped
 from .storage.atomic import SpaceReserve
 from .storage.base import StorageBackend, Written
@@ -89,34 +90,6 @@ class ManifestWriter:
         self.reserve.release()
 
 
-class _Progress:
-    """A progress bar that appears once the run has taken ``acme_xr.progress.delay``.
-
-    tqdm is imported only then: importing it costs ~0.1 s, a tenth of a short run.
-    """
-
-    def __init__(self, total: int, show: bool) -> None:
-        self.total = total
-        self.show = show
-        self.done = 0
-        self.started = time.monotonic()
-        self.delay = config.get_seconds("progress.delay")
-        self.bar: Any = None
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.show and time.monotonic() - self.started >= self.delay:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, initial=self.done, unit="call", leave=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class Collector:
     """Receives batch outcomes on the client: manifest, values, progress, periodic flush."""
 
@@ -131,7 +104,7 @@ class Collector:
         self.flush_every = config.get_seconds("manifest.flush-interval")
         self.last_flush = time.monotonic()
         self.flush_failed = False
-        self.bar = _Progress(total, show=verbose is not False)
+        self.bar = Progress(total, verbose)
 
     def add(self, result: BatchResult) -> None:
         """Record a finished batch.
@@ -143,7 +116,6 @@ class Collector:
             further call could be kept, so the run stops.
         """
         m = self.manifest
-        ran = 0
         values = unshipped(result.values)
         for k, i in enumerate(result.indices):
             status = result.status[k]
@@ -162,7 +134,6 @@ class Collector:
                           err["type"], err["message"])
             else:
                 continue  # not run: the batch stopped before it
-            ran += 1
             if result.attempts[k] > 0:  # 0: found on disk, not run here
                 m.duration[i] = result.duration[k]
                 m.attempts[i] = result.attempts[k]
@@ -176,7 +147,7 @@ class Collector:
                  if st == OK], m)
         if result.warnings:
             self.pickled.extend(result.warnings)
-        self.bar.update(ran)
+        self.bar.batch(result)
         if result.stopped is not None:
             path = result.stopped.get("path", "?")
             where = self.writer.directory if self.writer is not None else os.path.dirname(path)
@@ -196,7 +167,7 @@ class Collector:
             self.manifest.record_failed(
                 i, {"type": kind, "message": str(exc), "traceback": tb, "attempts": 1}, None)
         log.error("calls %s failed as a whole: %s: %s", indices[:10], kind, exc)
-        self.bar.update(len(indices))
+        self.bar.update(0, failed=len(indices))
 
     def tick(self) -> None:
         """Flush the manifest if it is due; a failed flush is reported once, not fatal."""

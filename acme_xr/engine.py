@@ -248,6 +248,8 @@ def execute(
             on_batch_error(indices, exc)
             return
         fut = client.submit(_run_chunk, runner_future(), chunk, pure=False, key=key)
+        log.debug("submitted %d call(s) from %d as task %s%s", len(indices), indices[0], key,
+                  f" (attempt {tries + 1})" if tries else "")
         pending[fut] = (indices, tries, alone)
         arrivals.watch(fut)
 
@@ -266,6 +268,11 @@ def execute(
                 return
             submit(*batch)
 
+    log.debug("scheduling %d calls on %d worker thread(s), up to %d tasks in flight, %s",
+              len(todo), slots, in_flight,
+              f"{batch_size} calls per task" if batch_size else
+              f"calls per task sized to run ~{config.get_seconds('batch.target-duration'):g} s"
+              " each (acme_xr.batch.target-duration)")
     current: list[Any] = []  # the future being handled (no longer in pending)
     watch = _WorkerWatch(client, no_worker_timeout)
     try:

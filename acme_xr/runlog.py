@@ -25,6 +25,9 @@ __all__ = ["run_logging", "PACKAGE_LOGGER"]
 
 PACKAGE_LOGGER = "acme_xr"
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_CONSOLE_FORMAT = "acme_xr %(asctime)s %(levelname)s: %(message)s"
+# a record that says this went to the terminal already (see acme_xr.progress)
+ALREADY_SHOWN = "acme_xr_already_shown"
 
 
 class _LogFileHandler(logging.FileHandler):
@@ -56,8 +59,11 @@ def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
     logfile : str or None
         File to append to; None for no file.
     verbose : bool or None
-        None: progress information on the console; True: also debug messages;
-        False: only warnings and errors on the console.
+        None: progress information on the console; True: also debug messages (scheduling,
+        batching, each batch); False: only warnings and errors on the console. Console
+        lines carry the time (``acme_xr 14:02:17 INFO: ...``), the file's the date too.
+        What the user function printed (logger ``acme_xr.calls``) goes to the file only:
+        the terminal showed it as it was printed.
     """
     logger = logging.getLogger(PACKAGE_LOGGER)
     added: list[logging.Handler] = []
@@ -70,8 +76,10 @@ def run_logging(logfile: str | None, verbose: bool | None) -> Iterator[None]:
         added.append(fh)
     if not logging.getLogger().handlers:
         ch = logging.StreamHandler(sys.stderr)
-        ch.setFormatter(logging.Formatter("acme_xr %(levelname)s: %(message)s"))
+        ch.setFormatter(logging.Formatter(_CONSOLE_FORMAT, datefmt="%H:%M:%S"))
         ch.setLevel(console_level)
+        # what the user function printed is on the terminal already (acme_xr.capture)
+        ch.addFilter(lambda record: not getattr(record, ALREADY_SHOWN, False))
         added.append(ch)
     old_level = logger.level
     levels = [h.level for h in added] or [console_level]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .capture import CallOutput, Output, installed
 from .errors import StorageError
 from .inputs import CallPlan, call_arguments
 from .manifest import DONE, PENDING
@@ -136,6 +137,8 @@ class BatchResult:
     # a batch-writing backend's staged values, (call, values), written at the batch's end
     # (never sent back: emptied before the batch returns)
     rows: list[tuple[int, Any]] | None = None
+    # call -> what its attempts printed and warned (acme_xr.capture), for the run's log
+    output: dict[int, Output] = field(default_factory=dict)
 
     def add(self, status: int, duration: float, attempts: int, fmt: str | None = None,
             meta: Any = None, value: Any = None, sums: Sums | None = None,
@@ -164,10 +167,13 @@ class Attempt:
     # the run cannot go on (no payload can be written any more)
     fatal: bool = False
     sums: Sums | None = None
+    # what the function printed and warned (None: nothing)
+    output: Output | None = None
 
     @classmethod
-    def failed(cls, exc: BaseException, seconds: float, fatal: bool = False) -> Attempt:
-        return cls(False, seconds, error=error_record(exc), fatal=fatal)
+    def failed(cls, exc: BaseException, seconds: float, fatal: bool = False,
+               output: Output | None = None) -> Attempt:
+        return cls(False, seconds, error=error_record(exc), fatal=fatal, output=output)
 
 
 def error_record(exc: BaseException, attempts: int = 1) -> dict[str, Any]:
@@ -261,21 +267,24 @@ class Runner:
     def attempt(self, i: int, split: Sequence[Any], out: BatchResult) -> Attempt:
         """Run call ``i`` once, here, and store its result."""
         args, kwargs = self.arguments(i, split)
+        captured = CallOutput()
         t0 = time.perf_counter()
         try:
-            result = self.func(*args, **kwargs)
+            with captured:
+                result = self.func(*args, **kwargs)
             fmt, meta, sums = self.store(i, result, out)
         except StorageError as exc:
             if self.reraise:
                 raise
             return Attempt.failed(exc, time.perf_counter() - t0,
-                                  fatal=exc.errno in _DISK_FULL)
+                                  fatal=exc.errno in _DISK_FULL, output=captured.output)
         except Exception as exc:  # the user's error is data, recorded per call
             if self.reraise:
                 raise
-            return Attempt.failed(exc, time.perf_counter() - t0)
+            return Attempt.failed(exc, time.perf_counter() - t0, output=captured.output)
         value = None if self.spec.backend.on_disk else result
-        return Attempt(True, time.perf_counter() - t0, fmt, meta, value, sums=sums)
+        return Attempt(True, time.perf_counter() - t0, fmt, meta, value, sums=sums,
+                       output=captured.output)
 
     def _call_pool(self) -> Any:
         if self._pool is None:
@@ -291,6 +300,10 @@ class Runner:
 
     def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
         """Run the calls ``indices`` (with their split argument values)."""
+        with installed():  # each call's prints and warnings, for the run's log
+            return self._run(indices, split_values)
+
+    def _run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
         t_batch = time.perf_counter()
         out = BatchResult(indices=list(indices), host=_host())
         memory = not self.spec.backend.on_disk
@@ -322,6 +335,8 @@ class Runner:
                     a = self._call_pool().call(i, split, n, out)
                 else:
                     a = self.attempt(i, split, out)
+                if a.output:
+                    out.output.setdefault(i, []).extend(a.output)
                 if a.ok or a.fatal or n > self.retries:
                     break
                 assert a.error is not None
