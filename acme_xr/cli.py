@@ -64,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(args.output_dir, n_channels=args.channels, n_trials=args.trials,
-                 n_workers=args.workers or "auto")
+        try:
+            run_demo(args.output_dir, n_channels=args.channels, n_trials=args.trials,
+                     n_workers=args.workers or "auto")
+        except KeyboardInterrupt:  # the run said what it kept and how to resume
+            return 130
     elif args.command == "export":
         return _export(args)
     return 0

@@ -15,6 +15,7 @@ import logging
 import numbers
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from dask.utils import parse_bytes
@@ -133,7 +134,8 @@ def local_cluster_setup(
 
 
 def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
-           quiet: bool = False, timeout: float = 60, **cluster_kwargs: Any) -> Any:
+           quiet: bool = False, timeout: float = 60, quiet_interrupts: bool = False,
+           **cluster_kwargs: Any) -> Any:
     n = (available_cores(),) * 2
     if n_workers is not None:
         n = _bounds(check_n_workers(n_workers, allow_auto=False))  # type: ignore[arg-type]
@@ -167,6 +169,10 @@ def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
         # outlive the call (in a notebook, until the kernel dies)
         cluster = LocalCluster(n_workers=0, **kwargs)
         client = Client(cluster)
+        if quiet_interrupts:  # a Ctrl-C is the client's to handle: no worker tracebacks
+            from .interrupt import PLUGIN_NAME, quiet_workers_plugin
+
+            client.register_plugin(quiet_workers_plugin(), name=PLUGIN_NAME)
         if n[0] == n[1]:
             cluster.scale(n[0])
         else:
@@ -179,19 +185,46 @@ def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
                     f"only {len(cluster.workers)} of {n[0]} local dask workers started within "
                     f"{timeout:g} s: see the errors above, or raise setup_timeout") from exc
         log.info("started %s", cluster)
-    except BaseException:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close(timeout=10)
-        for proc in set(multiprocessing.active_children()) - known_procs:
-            proc.kill()
-            proc.join(5)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        with (_silenced("distributed", "tornado.application") if interrupted
+              else contextlib.nullcontext()):
+            if interrupted:  # Ctrl-C: the user wants out now, not a graceful start-up
+                _kill_new(known_procs)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=2 if interrupted else None)
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close(timeout=2 if interrupted else 10)
+            _kill_new(known_procs)
         raise
     _announce(client, quiet)
     return client
+
+
+def _kill_new(known: set[Any]) -> None:
+    """Kill the worker processes started since ``known`` was taken."""
+    import multiprocessing
+
+    for proc in set(multiprocessing.active_children()) - known:
+        proc.kill()
+        proc.join(5)
+
+
+@contextlib.contextmanager
+def _silenced(*names: str) -> Iterator[None]:
+    """Keep these loggers quiet while the block runs (a cluster torn down half-started
+    logs a traceback for every worker it was starting)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def cluster_setup(
@@ -263,7 +296,8 @@ def cluster_setup(
 
 
 def _setup(kind: Any, n_workers: Any, partition: Any, mem_per_worker: Any, cores: Any,
-           timeout: Any, quiet: bool = False, **cluster_kwargs: Any) -> Any:
+           timeout: Any, quiet: bool = False, quiet_interrupts: bool = False,
+           **cluster_kwargs: Any) -> Any:
     from .jobcluster import start_jobqueue
     from .jobqueue import _check_kind
 
@@ -293,7 +327,7 @@ def _setup(kind: Any, n_workers: Any, partition: Any, mem_per_worker: Any, cores
         if cores is not None:
             cluster_kwargs.setdefault("threads_per_worker", cores)
         return _local(n_workers, mem_per_worker, False, quiet=quiet, timeout=max(timeout, 1),
-                      **cluster_kwargs)
+                      quiet_interrupts=quiet_interrupts, **cluster_kwargs)
     client = start_jobqueue(kind, _bounds(n_workers or 1), partition, mem_per_worker, cores,
                             timeout, **cluster_kwargs)
     _announce(client, quiet)

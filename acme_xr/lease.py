@@ -163,7 +163,7 @@ class ClusterLease:
         self.client = _setup(
             kind, n, self.partition,
             None if self.mem_per_worker == "auto" else self.mem_per_worker, None,
-            self.setup_timeout, quiet=self.quiet)
+            self.setup_timeout, quiet=self.quiet, quiet_interrupts=True)
         if kind != "local":  # the other worker jobs join while the run goes on
             self.planned_slots = n[1] if isinstance(n, tuple) else n
         elif isinstance(n, tuple):

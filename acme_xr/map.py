@@ -33,6 +33,7 @@ from .errors import (
 from .fingerprint import compare_identity, run_identity
 from .guard import check_main_guard
 from .inputs import distribute
+from .interrupt import interrupted_message
 from .layout import RunLayout, remove_old_runs
 from .lease import ClusterLease
 from .manifest import DONE, FAILED, Manifest, jsonable
@@ -359,6 +360,10 @@ class ParallelMap(AcmeAttributes):
                 }
                 with _deferred_interrupts():
                     self._finish(manifest, writer, layout, interrupted=True)
+                if isinstance(exc, KeyboardInterrupt):
+                    if values is not None:  # memory mode: what finished is not lost
+                        self.results = values
+                    log.warning("%s", interrupted_message(manifest, self.stem, self.output_dir))
                 raise
             manifest.state = "failed" if manifest.counts["failed"] else "complete"
             with _deferred_interrupts():
