@@ -203,6 +203,23 @@ def _local(n_workers: Any, mem_per_worker: str | None, interactive: bool,
     return client
 
 
+def kill_local_workers(client: Any) -> None:
+    """SIGKILL the worker processes of the LocalCluster behind ``client`` (its nannies,
+    in this process, then close at once instead of waiting for each worker to stop)."""
+    import signal
+
+    from distributed.core import Status
+
+    nannies = list(getattr(getattr(client, "cluster", None), "workers", {}).values())
+    for nanny in nannies:
+        # what Nanny.close_gracefully says first: the process we kill is not replaced
+        nanny.status = Status.closing_gracefully
+        pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _kill_new(known: set[Any]) -> None:
     """Kill the worker processes started since ``known`` was taken."""
     import multiprocessing

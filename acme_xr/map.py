@@ -359,6 +359,8 @@ class ParallelMap(AcmeAttributes):
                     "message": str(exc),
                 }
                 with _deferred_interrupts():
+                    if isinstance(exc, KeyboardInterrupt) and self._lease is not None:
+                        self._lease.release(hurry=True)
                     self._finish(manifest, writer, layout, interrupted=True)
                 if isinstance(exc, KeyboardInterrupt):
                     if values is not None:  # memory mode: what finished is not lost

@@ -172,6 +172,14 @@ def _ratio(num: tuple[str, str], den: tuple[str, str], fmt: str = "{:.2f}x") -> 
     return value
 
 
+def _seconds(group: str, contender: str) -> Callable[[], Any]:
+    def value() -> tuple[float, str] | None:
+        m = median(group, contender)
+        return None if m is None else (m, f"{m:.2f} s")
+
+    return value
+
+
 def _extra(group: str, contender: str, key: str, fmt: str) -> Callable[[], Any]:
     def value() -> tuple[float, str] | None:
         row = ROWS.get((group, contender))
@@ -295,6 +303,15 @@ def goals() -> list[Goal]:
              _extra("I3 peak memory", "open_results + mean", "rss_rise_MB", "{:.0f} MB"),
              lambda v: v < 500),
         *(_r1_goals() if any(g.startswith("R1") for g in GROUPS) else []),
+        *(Goal("14", f"C2 {c}: the process gone within 2 s", _seconds("C2 Ctrl-C to exit", c),
+               lambda v: v <= 2.0)
+          for c in ("acme_xr, Ctrl-C during the run",
+                    "acme_xr, Ctrl-C during the cluster's start")),
+        Goal("14", "C2 capturing a call's output costs <= 1% of the floor of writing one "
+             "payload (0.1 ms, DESIGN.md): <= 1 us per call",
+             lambda: (lambda m: None if m is None else (m, f"{m * 1e6:.2f} us"))(
+                 median("C2 capture per call", "the capture alone (difference)")),
+             lambda v: v <= 1e-6),
     ]
 
 
