@@ -38,6 +38,7 @@ from .layout import RunLayout, remove_old_runs
 from .lease import ClusterLease
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
+from .reprs import html_repr, text_repr
 from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
@@ -109,7 +110,12 @@ class ParallelMap(AcmeAttributes):
         "auto": close a cluster acme_xr started, leave a running one alone; True: close
         either; False: close neither.
     verbose : bool, optional
-        None: progress messages; True: debug messages too; False: warnings and errors only.
+        None: progress (a bar on a terminal or in a notebook, else a plain line every
+        ``acme_xr.progress.interval``) and what the run does (cluster, dashboard link,
+        summary); True: also how calls are scheduled and batched and one line per
+        finished batch, with plain progress lines instead of the bar; False: warnings and
+        errors only. Console lines carry the time. What the function prints and warns
+        shows as usual and also goes to the run's log, each line with its call index.
     dryrun : bool
         First run one call here and report its time and memory.
     logfile : bool or str, optional
@@ -161,7 +167,10 @@ class ParallelMap(AcmeAttributes):
         What :meth:`compute` returned; after a :class:`~acme_xr.errors.ComputeError`, the
         results of the calls that succeeded (None at the failed ones).
     output_dir : str or None
-        The run directory after :meth:`compute` (None in memory mode).
+        The run directory (absolute): the one given, from construction on; the default
+        one once :meth:`compute` starts; None in memory mode.
+    manifest : acme_xr.manifest.Manifest or None
+        The run's record (state, per-call status, errors) once :meth:`compute` started.
     argv, kwargv : list, dict
         ACME's view of the arguments: per positional argument (per keyword) a list of one
         value per call, or ``[value]`` for a value every call gets. Edits before
@@ -171,6 +180,14 @@ class ParallelMap(AcmeAttributes):
     daemon, config
         ACME's ``pmap.daemon.client`` (None until :meth:`compute` starts or adopts a
         client) and ``pmap.config.output_dir`` / ``.n_calls``.
+
+    Notes
+    -----
+    ``repr(pmap)`` and, in a notebook, ``pmap._repr_html_()`` show the function, the
+    number of calls, the run's state (not started, running, complete, failed,
+    interrupted), the calls done, failed and not run, the run directory and the first
+    failures. The finished run is this object after :meth:`compute` (see
+    :mod:`acme_xr.reprs`); its results open with ``open_results(pmap.output_dir)``.
 
     Examples
     --------
@@ -183,6 +200,8 @@ class ParallelMap(AcmeAttributes):
     ...     files = pmap.compute()
     >>> [os.path.basename(p) for p in files[:2]], os.path.basename(pmap.results_container)
     (['f_0.h5', 'f_1.h5'], 'f.h5')
+    >>> repr(pmap).replace(run, "RUN")
+    "ParallelMap(f, 8 calls, complete, 8 done, 0 failed, 0 not run, output_dir='RUN')"
     """
 
     def __init__(
@@ -248,11 +267,21 @@ class ParallelMap(AcmeAttributes):
         self.n_inputs = self.plan.n_inputs
         self.results_container: str | None = None
         self.results: Any = None
-        self.output_dir: str | None = None
+        # known now when given (the default one is named when the run starts)
+        self.output_dir: str | None = (
+            os.path.abspath(os.path.expanduser(self.options.output_dir))
+            if self.options.output_dir is not None and self.options.write_worker_results
+            else None)
         self.manifest: Manifest | None = None
         self.logfile: str | None = None
         self._lease: ClusterLease | None = None
         self._last_client: Any = None  # pmap.daemon.client after the run
+
+    def __repr__(self) -> str:
+        return text_repr(self)
+
+    def _repr_html_(self) -> str:
+        return html_repr(self)
 
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> ParallelMap:
@@ -474,7 +503,8 @@ class ParallelMap(AcmeAttributes):
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
         header = self._header(layout)
         if layout is None:
-            return Manifest.new(self.n_inputs, header)
+            self.manifest = Manifest.new(self.n_inputs, header)  # its reprs show the run
+            return self.manifest
         if previous is not None:
             manifest = previous
             for i in manifest.indices(DONE):
