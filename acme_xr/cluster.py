@@ -92,7 +92,7 @@ def _announce(client: Any, quiet: bool = False) -> None:
     if not link:
         return
     log.info("dask dashboard: %s", link)
-    if not quiet:
+    if not quiet and not log.isEnabledFor(logging.INFO):  # else the log line shows it
         print(f"acme_xr: dask dashboard at {link}")
 
 

@@ -78,42 +78,65 @@ def run_demo(
     output_dir: str = "acme_xr_demo", n_channels: int = 32, n_trials: int = 8,
     n_workers: int | str = "auto",
 ) -> dict[str, Any]:
-    """Run the demo and print a summary; return the figures it printed."""
-    from . import ParallelMap
+    """Run the demo and print what it does as it goes; return the figures it printed.
+
+    It says first what it runs and that it starts a local dask cluster (its dashboard link
+    follows once it is up), shows the progress bar, then opens the run with
+    :func:`acme_xr.open_results` and prints the Dataset and a summary.
+
+    Parameters
+    ----------
+    output_dir : str
+        Run directory; a previous demo run there is replaced.
+    n_channels, n_trials : int
+        Calls (one per channel) and trials per channel.
+    n_workers : int or "auto"
+        Local worker processes.
+
+    Returns
+    -------
+    dict
+        ``output_dir``, ``n_files``, ``attenuation_db_mean``, ``attenuation_db_min``,
+        ``trial_shape`` and ``seconds``.
+    """
+    print(f"acme_xr demo: low-pass filter {n_channels} channels x {n_trials} trials of a "
+          f"synthetic recording, one call per channel, results in {output_dir}", flush=True)
+    import dask
+
+    from . import ParallelMap, open_results
 
     if os.path.exists(output_dir) and _is_old_demo(output_dir):
-        print(f"removing the previous demo run in {output_dir}")
+        print(f"removing the previous demo run in {output_dir}", flush=True)
         shutil.rmtree(output_dir)
+    workers = "one worker per core" if n_workers == "auto" else f"{n_workers} workers"
+    print(f"starting a local dask cluster ({workers}); this takes a few seconds", flush=True)
     t0 = time.perf_counter()
-    with ParallelMap(lowpass_channel, range(n_channels), n_trials=n_trials,
-                     output_dir=output_dir, n_workers=n_workers, verbose=False) as pmap:
+    with dask.config.set({"acme_xr.progress.delay": 0}), \
+            ParallelMap(lowpass_channel, range(n_channels), n_trials=n_trials,
+                        output_dir=output_dir, n_workers=n_workers) as pmap:
         files = pmap.compute()
     seconds = time.perf_counter() - t0
-    summary = _summarise(pmap.output_dir, files)
-    summary["seconds"] = seconds
-    print(f"{len(files)} calls of lowpass_channel ({n_channels} channels x {n_trials} trials) "
-          f"in {seconds:.1f} s")
+    print(f"\n{len(files)} calls of lowpass_channel ({n_channels} channels x {n_trials} "
+          f"trials) in {seconds:.1f} s")
     print(f"results:   {pmap.output_dir}")
     print(f"container: {pmap.results_container}")
-    print(f"80 Hz artefact attenuated by {summary['attenuation_db_mean']:.1f} dB on average "
+    print(f"\nacme_xr.open_results({pmap.output_dir!r}):")
+    ds = open_results(pmap.output_dir)
+    print(ds)
+    summary = _summarise(pmap.output_dir, ds)
+    summary["seconds"] = seconds
+    print(f"\n80 Hz artefact attenuated by {summary['attenuation_db_mean']:.1f} dB on average "
           f"(min {summary['attenuation_db_min']:.1f} dB); filtered trials have shape "
           f"{summary['trial_shape']}")
     return summary
 
 
-def _summarise(output_dir: str | None, files: list[str]) -> dict[str, Any]:
-    import h5py
-
-    atten = []
-    shape = None
-    for path in files:
-        with h5py.File(path, "r") as fh:
-            atten.append(float(fh["result_1"][()]))
-            shape = tuple(fh["result_0"].shape)
+def _summarise(output_dir: str | None, ds: Any) -> dict[str, Any]:
+    atten = np.asarray(ds["result_1"].values, dtype=float)
     return {
         "output_dir": output_dir,
-        "n_files": len(files),
+        "n_files": int(ds.sizes["call"]),
         "attenuation_db_mean": float(np.mean(atten)),
         "attenuation_db_min": float(np.min(atten)),
-        "trial_shape": shape,
+        "trial_shape": tuple(ds["result_0"].shape[1:]),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -19,6 +20,19 @@ def test_demo_command(tmp_path: Any) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
+    # it says what it does before the cluster's start (not silent), then its dashboard
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("acme_xr demo: low-pass filter 6 channels x 3 trials")
+    assert lines[1] == "starting a local dask cluster (2 workers); this takes a few seconds"
+    assert re.search(r"^acme_xr \d\d:\d\d:\d\d INFO: dask dashboard: http://\S+$", proc.stderr,
+                     re.M), proc.stderr
+    # progress (plain lines: the output is piped), then the run opened with open_results
+    assert "\r" not in proc.stdout + proc.stderr
+    assert re.search(r"INFO: \d of 6 calls finished \(\d done, 0 failed\)", proc.stderr)
+    assert "INFO: 6 calls done, 0 failed, 0 not run, in " in proc.stderr  # the summary
+    opened = proc.stdout.index(f"acme_xr.open_results({str(out)!r}):")
+    assert proc.stdout.index("<xarray.Dataset>") > opened
+    assert "result_0  (call, trial, time) float64" in proc.stdout
     assert "6 calls of lowpass_channel" in proc.stdout
     assert str(out) in proc.stdout
     attenuation = float(proc.stdout.split("attenuated by ")[1].split(" dB")[0])
