@@ -116,14 +116,16 @@ def run_demo(
                         output_dir=output_dir, n_workers=n_workers) as pmap:
         files = pmap.compute()
     seconds = time.perf_counter() - t0
+    run = pmap.output_dir
+    assert run is not None  # a run on disk
     print(f"\n{len(files)} calls of lowpass_channel ({n_channels} channels x {n_trials} "
           f"trials) in {seconds:.1f} s")
-    print(f"results:   {pmap.output_dir}")
+    print(f"results:   {run}")
     print(f"container: {pmap.results_container}")
-    print(f"\nacme_xr.open_results({pmap.output_dir!r}):")
-    ds = open_results(pmap.output_dir)
+    print(f"\nacme_xr.open_results({run!r}):")
+    ds = open_results(run)
     print(ds)
-    summary = _summarise(pmap.output_dir, ds)
+    summary = _summarise(run, ds)
     summary["seconds"] = seconds
     print(f"\n80 Hz artefact attenuated by {summary['attenuation_db_mean']:.1f} dB on average "
           f"(min {summary['attenuation_db_min']:.1f} dB); filtered trials have shape "
@@ -131,7 +133,7 @@ def run_demo(
     return summary
 
 
-def _summarise(output_dir: str | None, ds: Any) -> dict[str, Any]:
+def _summarise(output_dir: str, ds: Any) -> dict[str, Any]:
     atten = np.asarray(ds["result_1"].values, dtype=float)
     return {
         "output_dir": output_dir,
