@@ -74,8 +74,12 @@ class _Tee:
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
     parts = getattr(_state, "parts", None)
-    assert _saved is not None
-    original = _saved[2]
+    # called after the last batch ended (a caller kept this hook, e.g. logging's
+    # captureWarnings): Python's own
+    original = _saved[2] if _saved is not None else getattr(
+        warnings, "_showwarning_orig", warnings.showwarning)
+    if original is _show_warning:  # never ourselves
+        original = _print_warning
     if parts is not None:
         parts.append(("warning", warnings.formatwarning(message, category, filename, lineno,
                                                         line)))
@@ -83,6 +87,13 @@ def _show_warning(message: Any, category: type[Warning], filename: str, lineno: 
             err = sys.stderr
             file = err._stream if isinstance(err, _Tee) else err
     original(message, category, filename, lineno, file, line)
+
+
+def _print_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                   file: TextIO | None = None, line: str | None = None) -> None:
+    target = file if file is not None else sys.stderr
+    if target is not None:
+        target.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from dask.utils import parse_bytes
 from . import config
 from .errors import ClusterError, InputError, InputTypeError
 from .guard import check_main_guard
+from .runlog import ALREADY_SHOWN
 
 __all__ = ["cluster_setup", "local_cluster_setup", "cluster_cleanup", "available_cores",
            "check_n_workers"]
@@ -91,9 +92,10 @@ def _announce(client: Any, quiet: bool = False) -> None:
         link = None
     if not link:
         return
-    log.info("dask dashboard: %s", link)
-    if not quiet and not log.isEnabledFor(logging.INFO):  # else the log line shows it
+    if not quiet:
         print(f"acme_xr: dask dashboard at {link}")
+    # printed: the run's console handler leaves the line to the log file
+    log.info("dask dashboard: %s", link, extra={ALREADY_SHOWN: not quiet})
 
 
 def local_cluster_setup(

@@ -80,6 +80,14 @@ def test_capture_keeps_each_threads_calls_apart() -> None:
         assert "".join(text for _, text in seen[k]) == "".join(f"{k}:{n}\n" for n in range(50))
 
 
+def test_a_kept_warning_hook_still_shows_warnings_after_the_batch() -> None:
+    with installed():
+        kept = warnings.showwarning  # as logging.captureWarnings(True) keeps it
+    with warnings.catch_warnings(record=True) as shown:  # Python's display, recorded
+        kept("late", UserWarning, "f.py", 3)
+    assert [(str(w.message), w.filename, w.lineno) for w in shown] == [("late", "f.py", 3)]
+
+
 # -- each call's output in the run's log ----------------------------------------------------
 @pytest.mark.parametrize("how", ["dask", "call_timeout", "debug"])
 def test_a_calls_prints_and_warnings_reach_the_log_with_its_index(
