@@ -130,18 +130,17 @@ def installed() -> Iterator[None]:
 class CallOutput:
     """Keep what this thread prints and warns while the block runs (in :attr:`parts`)."""
 
+    # once per call: no __init__, no varargs (each Python call costs ~0.1 us here)
     __slots__ = ("parts", "_outer")
-
-    def __init__(self) -> None:
-        self.parts: Output = []
-        self._outer: Output | None = None
+    parts: Output
+    _outer: Output | None
 
     def __enter__(self) -> CallOutput:
         self._outer = getattr(_state, "parts", None)
-        _state.parts = self.parts
+        self.parts = _state.parts = []
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         _state.parts = self._outer
 
     @property

@@ -368,7 +368,7 @@ def render() -> list[str]:
         lines.append("Not measured:")
         lines.extend(f"  - {n}" for n in NOTES)
     lines.append("")
-    lines.append("Goals (issues 2, 3, 5, 11); medians, measured in this run:")
+    lines.append("Goals (issues 2, 3, 5, 10, 11, 14); medians, measured in this run:")
     for g in goals():
         v = g.value()
         status = "not measured" if v is None else ("MET" if g.ok(v[0]) else "MISSED")
