@@ -105,3 +105,36 @@ def test_the_process_is_gone_soon_after_ctrl_c(tmp_path: Any) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
+
+
+def test_ctrl_c_in_acme_xr_demo_ends_it_with_the_message_alone(tmp_path: Any) -> None:
+    """The command catches the interrupt: exit status 130, the one message, no traceback."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acme_xr", "demo", "--output-dir", str(out), "--channels",
+         "3000", "--trials", "8", "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        start_new_session=True)
+    seen = ""
+    try:
+        assert proc.stderr is not None
+        while " calls finished (" not in seen:  # the run is going: its first progress line
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stderr = seen + stderr
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr + stdout
+    (line,) = [x for x in stderr.splitlines() if "WARNING: interrupted: " in x]
+    assert f"of 3000 calls finished and are kept in {out}" in line
+    assert line.endswith(f"acme-xr resume {out}")
