@@ -35,7 +35,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["CallOutput", "installed", "Output"]
+__all__ = ["CallOutput", "installed", "Output", "MAX_OUTPUT"]
+
+# characters of one call's output kept for the run's log (the terminal sees all of it)
+MAX_OUTPUT = 100_000
 
 # (stream, text) pieces: stream is "stdout", "stderr" or "warning"
 Output = list[tuple[str, str]]
@@ -145,11 +148,19 @@ class CallOutput:
 
     @property
     def output(self) -> Output | None:
-        """The pieces merged per stream run, or None when nothing was written."""
+        """The pieces merged per stream run, or None when nothing was written; at most
+        :data:`MAX_OUTPUT` characters are kept (they travel to the client and its log)."""
         if not self.parts:
             return None
         merged: Output = []
+        kept = 0
         for stream, text in self.parts:
+            if kept + len(text) > MAX_OUTPUT:
+                left = sum(len(t) for _, t in self.parts) - kept
+                merged.append(("stderr", f"[acme_xr: {left} more characters of this call's "
+                                         "output are not kept in the log]\n"))
+                break
+            kept += len(text)
             if merged and merged[-1][0] == stream and stream != "warning":
                 merged[-1] = (stream, merged[-1][1] + text)
             else:

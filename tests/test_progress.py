@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acme_xr import ParallelMap
-from acme_xr.capture import CallOutput, installed
+from acme_xr.capture import MAX_OUTPUT, CallOutput, installed
 from acme_xr.progress import Progress
 
 TIMESTAMPED = re.compile(r"^acme_xr \d\d:\d\d:\d\d (INFO|DEBUG|WARNING|ERROR): ")
@@ -78,6 +78,18 @@ def test_capture_keeps_each_threads_calls_apart() -> None:
             t.join()
     for k in range(2):
         assert "".join(text for _, text in seen[k]) == "".join(f"{k}:{n}\n" for n in range(50))
+
+
+def test_a_calls_output_kept_for_the_log_is_bounded(capsys: Any) -> None:
+    with installed(), CallOutput() as out:
+        for _ in range(30):
+            print("x" * 9999)  # 10,000 characters a line, 300,000 in all
+    kept = out.output
+    assert kept is not None
+    assert sum(len(t) for s, t in kept if s == "stdout") == 10 * 10_000 == MAX_OUTPUT
+    assert kept[-1] == ("stderr", "[acme_xr: 200000 more characters of this call's output are "
+                                  "not kept in the log]\n")
+    assert len(capsys.readouterr().out) == 300_000  # the terminal saw all of it
 
 
 def test_a_kept_warning_hook_still_shows_warnings_after_the_batch() -> None:
