@@ -18,15 +18,19 @@ or run: acme-xr resume '/data/run 1'
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
 import shlex
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .manifest import DONE, FAILED, Manifest
 
-__all__ = ["interrupted_message", "quiet_workers_plugin", "PLUGIN_NAME"]
+__all__ = ["interrupted_message", "quiet_workers_plugin", "redelivered", "PLUGIN_NAME"]
 
 PLUGIN_NAME = "acme_xr-quiet-interrupts"
 
@@ -56,6 +60,36 @@ def quiet_workers_plugin() -> Any:
     from distributed.diagnostics.plugin import WorkerPlugin
 
     return type("IgnoreInterrupts", (_IgnoreInterrupts, WorkerPlugin), {})()
+
+
+@contextlib.contextmanager
+def redelivered() -> Iterator[None]:
+    """Do not let a Ctrl-C be lost while the block runs.
+
+    Python drops an exception raised where it cannot propagate (a weakref callback, a
+    ``__del__``): a Ctrl-C that arrives while importlib runs such a callback -- during an
+    import, as when a cluster starts -- is printed as "Exception ignored" and the run goes
+    on. Here such a KeyboardInterrupt raises SIGINT again, to be delivered where it can
+    propagate.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # a moment later, from another thread: raised now, in the main thread, it
+            # would be raised inside this hook and dropped again
+            timer = threading.Timer(0.05, _thread.interrupt_main, (signal.SIGINT,))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
 
 
 def interrupted_message(manifest: Manifest, stem: str, output_dir: str | None) -> str:

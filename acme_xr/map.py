@@ -33,7 +33,7 @@ from .errors import (
 from .fingerprint import compare_identity, run_identity
 from .guard import check_main_guard
 from .inputs import distribute
-from .interrupt import interrupted_message
+from .interrupt import interrupted_message, redelivered
 from .layout import RunLayout, remove_old_runs
 from .lease import ClusterLease
 from .manifest import DONE, FAILED, Manifest, jsonable
@@ -368,16 +368,18 @@ class ParallelMap(AcmeAttributes):
         if layout is not None and o.output_dir is None and o.cleanup_threshold_days is not None:
             remove_old_runs(os.getcwd(), o.cleanup_threshold_days)
         self.logfile = logfile
-        with self._locked_run(layout, previous) as previous, run_logging(logfile, o.verbose):
+        with redelivered(), self._locked_run(layout, previous) as previous, \
+                run_logging(logfile, o.verbose):
             manifest = self._open_manifest(layout, previous)
             if layout is not None:  # who holds the run (named to a second process)
                 manifest.header["process"] = process_record()
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
-                writer.write()
             values: list[Any] | None = None if layout is not None else [None] * self.n_inputs
             try:
+                if writer is not None:  # in here: a Ctrl-C during it says the same
+                    writer.write()
                 self._run(manifest, writer, layout, values, debug)
             except BaseException as exc:
                 # Ctrl-C, a full disk, a lost cluster: keep what finished, then re-raise
