@@ -27,7 +27,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "examples", "README.md"]
+exclude_patterns = ["_build", "examples"]
 templates_path = ["_templates"]
 
 # Markdown pages link to each other's sections as page.md#section-title

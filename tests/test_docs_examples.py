@@ -9,6 +9,7 @@ Each script runs as ``python script.py`` in a directory of its own, a few at a t
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import runpy
@@ -120,6 +121,18 @@ def test_every_python_block_is_a_script_or_a_marked_fragment() -> None:
         "these ```python blocks are neither whole scripts (with the "
         "`if __name__ == \"__main__\":` guard) nor marked `# fragment: why` in their first "
         f"line: {unmarked}")
+
+
+def test_every_fragment_is_valid_python() -> None:
+    # a fragment is not run, but it is still copied: it must at least parse
+    broken = []
+    for path in markdown_files():
+        for block in python_blocks(path):
+            try:
+                ast.parse(block.code)
+            except SyntaxError as exc:
+                broken.append(f"{block.name}: {exc}")
+    assert not broken, broken
 
 
 def test_every_example_has_the_guard_and_is_shown_in_a_page() -> None:
