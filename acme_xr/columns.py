@@ -126,4 +126,5 @@ class CodedColumn:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"CodedColumn(n={len(self)}, table={self.table[:5]!r}{'...' if len(self.table) > 5 else ''})"
+        more = "..." if len(self.table) > 5 else ""
+        return f"CodedColumn(n={len(self)}, table={self.table[:5]!r}{more})"

@@ -40,10 +40,9 @@ import numpy as np
 
 from . import manifest_log as mlog
 from .columns import CodedColumn
-from .errors import ManifestCorruptError, ResultsLayoutError, StorageError
+from .errors import ManifestCorruptError, ResultsLayoutError
 from .manifest_json import FORMAT, RESERVED, from_json
 from .manifest_vars import MASKS_KNOWN, VarRecord, fields_of, jsonable, promote, var_meta
-from .storage.atomic import write_json
 from .storage.checksums import Sums
 from .storage.ranges import stored_dtype
 
@@ -70,7 +69,7 @@ def now_iso() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _ints(n: int, fill: int, dtype: Any) -> Any:
+def _ints(n: int, fill: float, dtype: Any) -> Any:
     return field(default_factory=lambda: np.full(n, fill, dtype))
 
 
@@ -137,8 +136,9 @@ class Manifest:
                    host=CodedColumn(n_inputs))
 
     # -- updates -------------------------------------------------------------------------
-    def record_batch(self, indices: Sequence[int] | np.ndarray, fmt: str | None | Sequence[str | None],
-                     meta: Sequence[Any], host: str | None | Sequence[str | None] = None,
+    def record_batch(self, indices: Sequence[int] | np.ndarray,
+                     fmt: str | None | Sequence[str | None], meta: Sequence[Any],
+                     host: str | None | Sequence[str | None] = None,
                      sums: Sequence[Sums | None] | None = None, *,
                      duration: Any = None, start: Any = None, attempts: Any = None) -> None:
         """Record the calls ``indices`` as done, with vectorised assignments.
@@ -179,7 +179,7 @@ class Manifest:
         if all(m == meta[0] for m in meta):
             self._merge(idx, meta[0], sums if any(recorded) else None)
         else:
-            for j, i in enumerate(idx.tolist()):
+            for j in range(k):
                 self._merge(idx[j:j + 1], meta[j], sums[j:j + 1] if recorded[j] else None)
 
     def _times(self, idx: np.ndarray, duration: Any, start: Any, attempts: Any) -> None:

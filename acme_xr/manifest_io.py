@@ -90,7 +90,9 @@ def _guarded(path: str, action: Any) -> Any:
     try:
         return action()
     except OSError as exc:
-        raise StorageError(f"cannot write the run manifest {path}: {exc}",
+        header = os.path.join(os.path.dirname(path), "manifest.json")
+        what = header if path == header else f"{header} (its calls log {path})"
+        raise StorageError(f"cannot write the run manifest {what}: {exc}",
                            errno=exc.errno, filename=path) from exc
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .columns import CodedColumn
 from .errors import ResultsLayoutError
-from .manifest_vars import VarRecord, jsonable
+from .manifest_vars import VarRecord
 from .storage.checksums import pack_crcs, pack_ints, unpack_file_sums, unpack_spans
 
 __all__ = ["FORMAT", "JSON_VERSION", "RESERVED", "to_json", "from_json", "floats", "unfloats"]

@@ -112,7 +112,7 @@ def encode_columns(columns: dict[str, np.ndarray],
 def block_bytes(meta: dict[str, Any], columns: Columns) -> bytes:
     """One whole block (length, checksums, payload) of ``meta`` and ``columns``."""
     meta = {**meta, "columns": columns.meta["columns"]}
-    text = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+    text = json.dumps(meta, separators=(",", ":"), allow_nan=True).encode()
     head = struct.pack("<I", len(text)) + text
     head += b"\0" * (-len(head) % 8)
     payload = b"".join([head, *columns.chunks])
