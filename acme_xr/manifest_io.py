@@ -161,11 +161,14 @@ def read_v4(cls: type[Manifest], d: dict[str, Any], directory: str) -> Manifest:
             raise ManifestCorruptError(
                 f"the run manifest {os.path.join(directory, 'manifest.json')}: its calls log "
                 f"{path} is damaged ({exc})") from exc
-    lost = end is None or end.torn or end.blocks == 0
+    # the header is written after each block: counts that differ from the log's mean a
+    # crash in between (or a torn block, whose calls the log no longer records)
+    lost = end is None or end.torn or end.blocks == 0 or d.get("counts", m.counts) != m.counts
     if lost:
-        log.warning("the calls log %s %s: the calls it no longer records are looked for "
-                    "in the run's payloads", path,
-                    "is missing" if data is None else "ends in a torn block")
+        log.warning("the calls log %s %s: the calls it does not record are looked for in "
+                    "the run's payloads", path, "is missing" if data is None else
+                    "ends in a torn block" if end is not None and end.torn
+                    else "records other calls than its header counts")
         if m.state in ("complete", "failed"):
             m.state = "interrupted"
     m.coord_templates.update(d.get("coord_templates", {}))
