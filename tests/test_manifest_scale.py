@@ -4,6 +4,7 @@ changed, client memory per call bounded (measured with tracemalloc, never with a
 from __future__ import annotations
 
 import os
+import pickle
 import tracemalloc
 from typing import Any
 
@@ -21,7 +22,8 @@ META = (("result_0", (4,), "<f8", ("result_0_dim_0",), None, None),)
 
 def batch(indices: range, host: str, failed: tuple[int, ...] = ()) -> BatchResult:
     """What a worker sends back for the calls ``indices``: payloads of 2,080 bytes whose
-    data sit at byte 2,048, a checksum of their own each."""
+    data sit at byte 2,048, a checksum of their own each; as the client receives it
+    (unpickled: each call's description its own objects, as from a worker)."""
     out = BatchResult(list(indices), host=host)
     for i in indices:
         if i in failed:
@@ -29,10 +31,11 @@ def batch(indices: range, host: str, failed: tuple[int, ...] = ()) -> BatchResul
             out.errors[i] = {"type": "ValueError", "message": f"bad {i}", "traceback": "tb",
                              "attempts": 1}
         else:
-            out.add(OK, 0.001 + i * 1e-9, 1, "h5", META, None,
+            meta = (("result_0", np.empty(4).shape, "<f8", ("result_0_dim_0",), None, None),)
+            out.add(OK, 0.001 + i * 1e-9, 1, "h5", meta, None,
                     Sums(2080, (i * 2654435761) % 2**32, ((2048, 32, (i * 40503) % 2**32),)),
                     start=1.8e9 + i)
-    return out
+    return pickle.loads(pickle.dumps(out))  # type: ignore[no-any-return]
 
 
 def record(m: Manifest, out: str | None, n: int, size: int, flush_every: int = 10) -> None:
