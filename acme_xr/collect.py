@@ -163,14 +163,16 @@ class Collector:
         idx = np.asarray(result.indices, np.int64)
         status = np.asarray(result.status, np.int8)
         ok = np.flatnonzero(status == OK)
-        if len(ok):
+        if len(ok) == len(status) and len(result.sums) == len(status):  # the usual batch
+            m.record_batch(idx, result.fmt, result.meta, result.host, result.sums)
+        elif len(ok):
             at = ok.tolist()
             m.record_batch(idx[ok], [result.fmt[k] for k in at], [result.meta[k] for k in at],
                            result.host, [result.sums[k] if k < len(result.sums) else None
                                          for k in at])
-            if self.values is not None and values is not None:
-                for k in at:
-                    self.values[int(idx[k])] = values[k]
+        if self.values is not None and values is not None:
+            for k in ok.tolist():
+                self.values[int(idx[k])] = values[k]
         for i, before in result.retried.items():
             if i in result.indices and status[result.indices.index(i)] == OK:
                 k = result.indices.index(i)
