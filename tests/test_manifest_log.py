@@ -112,3 +112,59 @@ def test_a_torn_finished_run_opens_with_every_call_and_resumes_running_none(
                 verbose=False).compute(debug=True)
     assert os.listdir(markers) == []  # nothing ran again: the payloads were adopted
     assert Manifest.read(where).status.tolist() == [DONE] * N
+
+
+def test_flushes_and_the_final_write_never_interleave(tmp_path: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # the collector's flushes (appends) and the run's final write (compaction) through one
+    # writer, from several threads at once: one at a time, and the log stays whole
+    import threading
+    import time
+
+    from acme_xr import manifest_io
+    from acme_xr.collect import ManifestWriter
+
+    inside: list[int] = []  # the threads writing now (a flush may compact: nested)
+    overlaps = [0]
+    for name in ("flush", "write_all"):
+        real = getattr(manifest_io, name)
+
+        def watched(m: Manifest, d: str, real: Any = real) -> str:
+            me = threading.get_ident()
+            overlaps[0] += any(t != me for t in inside)
+            inside.append(me)
+            time.sleep(0.002)  # a slow disk: widens any window
+            try:
+                return real(m, d)  # type: ignore[no-any-return]
+            finally:
+                inside.remove(me)
+
+        monkeypatch.setattr(manifest_io, name, watched)
+    n = 2_000
+    m = Manifest.new(n, {"func": {"name": "f"}})
+    writer = ManifestWriter(m, str(tmp_path))
+    writer.write()
+    meta = (("result_0", (2,), "<f8", ("d",), None, None),)
+    m.record_batch(list(range(n)), "h5", [meta] * n, "h/0")
+    errors: list[BaseException] = []
+
+    def flush(k: int) -> None:
+        try:
+            for _ in range(10):
+                if k == 0:
+                    m.state = "interrupted" if m.state == "running" else "running"
+                writer.write()
+        except BaseException as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flush, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert errors == [] and overlaps == [0]
+    with open(tmp_path / "manifest.calls", "rb") as fh:
+        *_, end = read_blocks(fh.read())
+    assert not end.torn  # type: ignore[union-attr]
+    assert Manifest.read(str(tmp_path)).counts["done"] == n
