@@ -128,3 +128,34 @@ def test_the_clients_memory_per_recorded_call_is_bounded() -> None:
     # front): the data spans (3 int64) and nothing that grows with Python objects per call
     per_call = _grown_per_call(100_000, 2_000)
     assert per_call < 40, f"{per_call:.1f} bytes kept per recorded call"
+
+
+def ticks(i: int) -> Any:
+    import xarray as xr
+
+    # "t" differs in every call (its values are in the payload), "side" is the same in all
+    return xr.DataArray(np.full((2, 3), float(i)), dims=("side", "t"),
+                        coords={"t": np.arange(3) + 10 * i, "side": ["l", "r"]})
+
+
+@pytest.mark.parametrize("storage", ["hdf5", "zarr"])
+def test_per_call_coordinate_values_are_not_repeated_in_the_manifest(tmp_path: Any,
+                                                                    storage: str) -> None:
+    import json
+
+    from acme_xr import ParallelMap, open_results
+
+    n, out = 40, str(tmp_path / "run")
+    ParallelMap(ticks, list(range(n)), output_dir=out, verbose=False,
+                storage=storage).compute(debug=True)
+    with open(os.path.join(out, "manifest.json")) as fh:
+        templates = json.load(fh)["coord_templates"]
+    # one template for "side" (values kept: they are the same in every call) and one that
+    # describes "t"; not one per call
+    assert sorted(t["name"] for t in templates.values()) == ["side", "t"]
+    back = Manifest.read(out)
+    assert len(back.coord_templates) == 2
+    ds = open_results(out).load()
+    assert ds.side.values.tolist() == ["l", "r"]
+    assert ds.t_per_call.values[7].tolist() == [70, 71, 72]
+    np.testing.assert_array_equal(ds.result_0.values[:, 0, 0], np.arange(n, dtype=float))
