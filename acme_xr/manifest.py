@@ -42,9 +42,16 @@ from . import manifest_log as mlog
 from .columns import CodedColumn
 from .errors import ManifestCorruptError, ResultsLayoutError
 from .manifest_json import FORMAT, RESERVED, from_json
-from .manifest_vars import MASKS_KNOWN, VarRecord, fields_of, jsonable, promote, var_meta
+from .manifest_vars import (
+    MASKS_KNOWN,
+    VarRecord,
+    fields_of,
+    jsonable,
+    promote,
+    sums_table,
+    var_meta,
+)
 from .storage.checksums import Sums
-from .storage.ranges import stored_dtype
 
 __all__ = [
     "MANIFEST_NAME", "LOG_NAME", "PENDING", "DONE", "FAILED", "VarRecord", "Manifest",
@@ -174,7 +181,7 @@ class Manifest:
                 self.errors.pop(i, None)
         same = all(m_ == meta[0] for m_ in meta)
         nv = len(meta[0] or ()) if same else max((len(m_) for m_ in meta if m_), default=0)
-        table = _sums_table(sums, k, nv)
+        table = sums_table(sums, k, nv)
         self.size[idx] = table[:, 0]
         self.checksum[idx] = table[:, 1]
         if same:
@@ -193,7 +200,7 @@ class Manifest:
 
     def _merge(self, idx: np.ndarray, meta: Any, table: np.ndarray) -> None:
         """Merge one description ``meta``, shared by the calls ``idx``, into the records;
-        ``table``: their sums (see :func:`_sums_table`)."""
+        ``table``: their sums (see :func:`~acme_xr.manifest_vars.sums_table`)."""
         for k, (name, shape, dtype, dims, attrs, coords) in enumerate(meta or ()):
             rec = self.variables.get(name)
             if rec is None:
@@ -218,38 +225,10 @@ class Manifest:
             if tuple(dims) != rec.dims:
                 rec.dims_conflicts.update(dict.fromkeys(calls, tuple(dims)))
             rec.shapes.codes[idx] = rec.shapes.code(tuple(shape))
-            self._set_spans(rec, idx, table[:, 2 + 3 * k:5 + 3 * k], dtype)
+            rec.record_spans(idx, table[:, 2 + 3 * k:5 + 3 * k], dtype)
             for cname, tok in (coords or {}).items():
                 if rec.coords.get(cname, tok) != tok:
                     rec.coords[cname] = None
-
-    @staticmethod
-    def _set_spans(rec: VarRecord, idx: np.ndarray, spans: np.ndarray | None,
-                   dtype: str) -> None:
-        """Record (offset, length, checksum) rows ``spans`` of the calls ``idx`` (a row of
-        -1: none); ``dtype`` is the calls' own dtype, which says the bytes' dtype."""
-        has = None if spans is None or not spans.shape[1] else spans[:, 1] >= 0
-        if has is None or not has.any():
-            if rec.spans is not None:
-                rec.spans[idx] = -1
-            if rec.raw_calls:
-                for i in idx.tolist():
-                    rec.raw_calls.pop(i, None)
-            return
-        assert spans is not None
-        if rec.spans is None:
-            rec.spans = np.full((len(rec.shapes), 3), -1, np.int64)
-        rec.spans[idx] = spans
-        raw = stored_dtype(np.dtype(dtype))  # the writer's encoding of this dtype
-        raw_str = "" if raw is None else raw.str
-        if rec.raw is None:
-            rec.raw = raw_str
-        if raw_str == rec.raw:
-            if rec.raw_calls:
-                for i in idx.tolist():
-                    rec.raw_calls.pop(i, None)
-        else:
-            rec.raw_calls.update(dict.fromkeys(idx[has].tolist(), raw_str))
 
     def record_done(self, i: int, fmt: str | None, meta: Any, host: str | None,
                     sums: Sums | None = None) -> None:
@@ -287,7 +266,7 @@ class Manifest:
         self.size[i] = -1
         self.checksum[i] = -1
         for rec in self.variables.values():
-            self._set_spans(rec, np.asarray(i, np.int64).reshape(-1), None, rec.dtype)
+            rec.record_spans(np.asarray(i, np.int64).reshape(-1), None, rec.dtype)
 
 
     def sums(self, i: int) -> tuple[int, int] | None:
@@ -412,29 +391,3 @@ class Manifest:
                 varying.discard(tpl["name"])
                 out[tok] = tpl
         return out
-
-
-def _sums_table(sums: Sequence[Sums | None] | None, k: int, nv: int) -> np.ndarray:
-    """The sums of ``k`` calls as one int64 array of shape (k, 2 + 3 * nv): per call the
-    file's size and checksum, then (offset, length, checksum) of each of ``nv`` variables;
-    -1 where not recorded. One array built at once: the common case (every call with the
-    sums of every variable) costs one tuple per call."""
-    width = 2 + 3 * nv
-    if sums is None:
-        return np.full((k, width), -1, np.int64)
-    try:  # a call without sums or spans makes these ragged or of objects: the careful way
-        files = np.array([s[:2] for s in sums], np.int64)  # type: ignore[index]
-        spans = np.array([s[2] for s in sums], np.int64)  # type: ignore[index]
-        if files.shape == (k, 2) and spans.shape == (k, nv, 3):
-            return np.concatenate([files, spans.reshape(k, 3 * nv)], axis=1)
-    except (TypeError, ValueError):
-        pass
-    out = np.full((k, width), -1, np.int64)
-    for j, s in enumerate(sums):
-        if s is None:
-            continue
-        out[j, :2] = s.size, s.file
-        for v, span in enumerate(s.variables[:nv]):
-            if span is not None:
-                out[j, 2 + 3 * v:5 + 3 * v] = span
-    return out

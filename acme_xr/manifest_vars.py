@@ -15,15 +15,19 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .columns import CodedColumn
+from .storage.checksums import Sums
+from .storage.ranges import stored_dtype
 from .storage.values import Coord, token
 
-__all__ = ["VarRecord", "var_meta", "jsonable", "promote", "fields_of", "MASKS_KNOWN"]
+__all__ = ["VarRecord", "var_meta", "jsonable", "promote", "fields_of", "sums_table",
+           "MASKS_KNOWN"]
 
 # a variable's attribute: every call that stored a mask is recorded (see Manifest.record_batch)
 MASKS_KNOWN = "_acme_xr_masks_known"
@@ -125,6 +129,32 @@ class VarRecord:
         if self.spans is None:
             self.spans = np.full((len(self.shapes), 3), -1, np.int64)
         self.spans[i] = span
+
+    def record_spans(self, idx: np.ndarray, spans: np.ndarray | None, dtype: str) -> None:
+        """Record (offset, length, checksum) rows ``spans`` of the calls ``idx`` (a row of
+        -1: none); ``dtype`` is the calls' own dtype, which says the bytes' dtype."""
+        has = None if spans is None or not spans.shape[1] else spans[:, 1] >= 0
+        if has is None or not has.any():
+            if self.spans is not None:
+                self.spans[idx] = -1
+            if self.raw_calls:
+                for i in idx.tolist():
+                    self.raw_calls.pop(i, None)
+            return
+        assert spans is not None
+        if self.spans is None:
+            self.spans = np.full((len(self.shapes), 3), -1, np.int64)
+        self.spans[idx] = spans
+        raw = stored_dtype(np.dtype(dtype))  # the writer's encoding of this dtype
+        raw_str = "" if raw is None else raw.str
+        if self.raw is None:
+            self.raw = raw_str
+        if raw_str == self.raw:
+            if self.raw_calls:
+                for i in idx.tolist():
+                    self.raw_calls.pop(i, None)
+        else:
+            self.raw_calls.update(dict.fromkeys(idx[has].tolist(), raw_str))
 
     def span(self, i: int) -> tuple[int, int, int] | None:
         """(offset, length, checksum) of call ``i``'s data bytes, or None."""
@@ -231,3 +261,28 @@ def promote(a: str, b: str) -> str | None:
         elif d.kind in "iu" and common.kind not in "iu":
             return None
     return common.str
+
+def sums_table(sums: Sequence[Sums | None] | None, k: int, nv: int) -> np.ndarray:
+    """The sums of ``k`` calls as one int64 array of shape (k, 2 + 3 * nv): per call the
+    file's size and checksum, then (offset, length, checksum) of each of ``nv`` variables;
+    -1 where not recorded. One array built at once: the common case (every call with the
+    sums of every variable) costs one tuple per call."""
+    width = 2 + 3 * nv
+    if sums is None:
+        return np.full((k, width), -1, np.int64)
+    try:  # a call without sums or spans makes these ragged or of objects: the careful way
+        files = np.array([s[:2] for s in sums], np.int64)  # type: ignore[index]
+        spans = np.array([s[2] for s in sums], np.int64)  # type: ignore[index]
+        if files.shape == (k, 2) and spans.shape == (k, nv, 3):
+            return np.concatenate([files, spans.reshape(k, 3 * nv)], axis=1)
+    except (TypeError, ValueError):
+        pass
+    out = np.full((k, width), -1, np.int64)
+    for j, s in enumerate(sums):
+        if s is None:
+            continue
+        out[j, :2] = s.size, s.file
+        for v, span in enumerate(s.variables[:nv]):
+            if span is not None:
+                out[j, 2 + 3 * v:5 + 3 * v] = span
+    return out
