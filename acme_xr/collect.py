@@ -191,7 +191,9 @@ class Collector:
             m.record_times(idx[here], np.asarray(result.duration, float)[here],
                            start[here] if len(start) == len(status) else None, attempts[here])
         m.coord_templates.update(result.templates)
-        if self.backend is not None:
+        # the base class's collected does nothing: no record per call built for it
+        if self.backend is not None and type(self.backend).collected is not \
+                StorageBackend.collected:
             self.backend.collected(
                 [Written(f, meta, sums) for f, meta, sums, st in
                  zip(result.fmt, result.meta, result.sums, result.status, strict=True)

@@ -165,10 +165,12 @@ def read_v4(cls: type[Manifest], d: dict[str, Any], directory: str) -> Manifest:
     # crash in between (or a torn block, whose calls the log no longer records)
     lost = end is None or end.torn or end.blocks == 0 or d.get("counts", m.counts) != m.counts
     if lost:
-        log.warning("the calls log %s %s: the calls it does not record are looked for in "
-                    "the run's payloads", path, "is missing" if data is None else
-                    "ends in a torn block" if end is not None and end.torn
-                    else "records other calls than its header counts")
+        why = ("is missing" if data is None else "ends in a torn block"
+               if end is not None and end.torn else "records other calls than its header counts")
+        # a running run's reader may just see an append under way: no alarm then
+        (log.info if m.state == "running" else log.warning)(
+            "the calls log %s %s: the calls it does not record are looked for in the run's "
+            "payloads", path, why)
         if m.state in ("complete", "failed"):
             m.state = "interrupted"
     m.coord_templates.update(d.get("coord_templates", {}))
