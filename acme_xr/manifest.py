@@ -365,6 +365,9 @@ class Manifest:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **{k: v for k, v in self.header.items() if k not in RESERVED},
+            # the input labels (a value per call) are columns of the calls log
+            "coords": {name: {"dtype": spec["dtype"], "values_in": LOG_NAME}
+                       for name, spec in self.header.get("coords", {}).items()},
             "n_inputs": self.n_inputs,
             "state": self.state,
             "created": self.created,

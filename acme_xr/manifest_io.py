@@ -76,14 +76,28 @@ def _block(m: Manifest, idx: np.ndarray | None) -> tuple[bytes, dict[str, int], 
             refs[f"{name}/checksum"] = f"{name}/length"
         variables[name] = {**rec.head(), **{
             key: _sparse(getattr(rec, key), idx) for key in _SPARSE if getattr(rec, key)}}
+    inputs = {}
+    if idx is None:  # the input labels: once per log, in its first (compacted) block
+        for name, spec in m.header.get("coords", {}).items():
+            inputs[name] = spec["dtype"]
+            columns[f"input/{name}"] = _label_array(spec)
     tables, lengths = _tables(m, idx is None)
     kept = m.kept_templates()
     templates = {t: v for t, v in kept.items() if idx is None or t not in m._templates_out}
     meta = {"n": m.n_inputs if idx is None else len(idx), "range": idx is None,
             "tables": tables, "variables": variables, "templates": templates,
-            "errors": _sparse(m.errors, idx)}
+            "errors": _sparse(m.errors, idx), **({"inputs": inputs} if inputs else {})}
     block = mlog.block_bytes(meta, mlog.encode_columns(columns, refs))
     return block, lengths, set(kept)
+
+
+def _label_array(spec: dict[str, Any]) -> np.ndarray:
+    """An input label's values (JSON list or array) as an array of its dtype."""
+    dtype = np.dtype(spec["dtype"])
+    values = np.asarray(spec["values"])
+    if dtype.kind in "Mm" and values.dtype.kind not in "Mm":  # JSON holds them as int64
+        return values.astype(np.int64).view(dtype)
+    return values.astype(dtype)
 
 
 def _guarded(path: str, action: Any) -> Any:
@@ -174,6 +188,9 @@ def read_v4(cls: type[Manifest], d: dict[str, Any], directory: str) -> Manifest:
         if m.state in ("complete", "failed"):
             m.state = "interrupted"
     m.coord_templates.update(d.get("coord_templates", {}))
+    labels = m.header.get("coords") or {}
+    for name in [k for k, spec in labels.items() if "values" not in spec]:
+        del labels[name]  # its values were in a log that is lost
     m._dirty[:] = False
     if end is not None:
         m._log = (path, end.offset)
@@ -229,6 +246,9 @@ def _apply(m: Manifest, meta: dict[str, Any], cols: dict[str, np.ndarray]) -> No
             _replace(getattr(rec, key), calls, head.get(key, {}),
                      tuple if key == "dims_conflicts" else None)
     _replace(m.errors, calls, meta.get("errors", {}), None)
+    for name, dtype in meta.get("inputs", {}).items():
+        m.header.setdefault("coords", {})[name] = {
+            "dtype": dtype, "values": np.array(cols[f"input/{name}"], dtype)}
     m.coord_templates.update(meta.get("templates", {}))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .columns import CodedColumn
 from .errors import ResultsLayoutError
-from .manifest_vars import VarRecord
+from .manifest_vars import VarRecord, jsonable
 from .storage.checksums import pack_crcs, pack_ints, unpack_file_sums, unpack_spans
 
 __all__ = ["FORMAT", "JSON_VERSION", "RESERVED", "to_json", "from_json", "floats", "unfloats"]
@@ -101,7 +101,7 @@ def to_json(m: Any) -> dict[str, Any]:
         "format": FORMAT,
         # the oldest version that holds it: readers of version 2 open most runs
         "format_version": JSON_VERSION if unchecked else 2,
-        **m.header,
+        **jsonable(m.header),
         "n_inputs": m.n_inputs,
         "state": m.state,
         "created": m.created,

@@ -159,3 +159,22 @@ def test_per_call_coordinate_values_are_not_repeated_in_the_manifest(tmp_path: A
     assert ds.side.values.tolist() == ["l", "r"]
     assert ds.t_per_call.values[7].tolist() == [70, 71, 72]
     np.testing.assert_array_equal(ds.result_0.values[:, 0, 0], np.arange(n, dtype=float))
+
+
+def test_input_labels_are_written_once_not_at_every_flush(tmp_path: Any) -> None:
+    # every scalar split argument labels the calls (header "coords"): a value per call
+    n, out = 100_000, str(tmp_path)
+    labels = {"trial": {"dtype": "<i8", "values": list(range(n))},
+              "when": {"dtype": "<M8[ns]", "values": list(range(n))},
+              "name": {"dtype": "<U4", "values": [f"c{i % 100}" for i in range(n)]}}
+    m = Manifest.new(n, {"func": {"name": "f"}, "coords": labels})
+    m.flush(out)
+    m.record_batch(list(range(10)), "h5", [META] * 10, "h/0")
+    before = os.path.getsize(tmp_path / "manifest.calls")
+    m.flush(out)
+    assert os.path.getsize(tmp_path / "manifest.json") < 2048
+    assert os.path.getsize(tmp_path / "manifest.calls") - before < 2048
+    back = Manifest.read(out).header["coords"]
+    assert back["trial"]["values"].tolist() == list(range(n))
+    assert back["when"]["values"][7] == np.datetime64(7, "ns")
+    assert back["name"]["values"][123] == "c23"
