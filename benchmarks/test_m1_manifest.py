@@ -1,7 +1,7 @@
 """M1: the run manifest at 1,000,000 calls (issue 12, point 2), format 4 beside format 3.
 
 * Write, flush and open a manifest of 1,000,000 done calls (one float64[4] result each,
-  HDF5 payloads with sums, 8 hosts): format 4 (``manifest.json`` header plus the calls log)
+  HDF5 payloads with sums, 8 hosts, an input label per call): format 4 (``manifest.json`` header plus the calls log)
   against format 3 (the whole manifest as one JSON document, as acme_xr wrote it until
   532ab5c: :func:`acme_xr.manifest_json.to_json`), in this process, rounds alternating.
   "flush" is what a running run pays after 10,000 more calls: format 4 appends their
@@ -42,7 +42,9 @@ report.declare("M1 Collector.add", "M1 Collector.add per call (batches of 1,000)
 
 
 def _manifest(n: int) -> Manifest:
-    m = Manifest.new(n, {"func": {"name": "f"}, "payload": "f_{i}.h5"})
+    # as ParallelMap(f, range(n)) records it: the input labels one value per call
+    m = Manifest.new(n, {"func": {"name": "f"}, "payload": "f_{i}.h5",
+                         "coords": {"x": {"dtype": "<i8", "values": list(range(n))}}})
     meta = (("result_0", (4,), "<f8", ("result_0_dim_0",), None, None),)
     for lo in range(0, n, 10_000):
         idx = np.arange(lo, min(n, lo + 10_000))
