@@ -2,8 +2,9 @@
 
 * Write, flush and open a manifest of 1,000,000 done calls (one float64[4] result each,
   HDF5 payloads with sums, 8 hosts, an input label per call): format 4 (``manifest.json``
-  header plus the calls log) against format 3 (the whole manifest as one JSON document, as acme_xr wrote it until
-  532ab5c: :func:`acme_xr.manifest_json.to_json`), in this process, rounds alternating.
+  header plus the calls log) against format 3 (the whole manifest as one JSON document,
+  as acme_xr wrote it until 532ab5c: :func:`acme_xr.manifest_json.to_json`), in this
+  process, rounds alternating.
   "flush" is what a running run pays after 10,000 more calls: format 4 appends their
   records, format 3 rewrote the whole document. Sizes on disk are recorded beside.
 * ``Collector.add`` per call (the client's cost of recording what workers send back),
