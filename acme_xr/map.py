@@ -487,8 +487,9 @@ class ParallelMap(AcmeAttributes):
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
         header = self._header(layout)
-        if layout is None:
-            return Manifest.new(self.n_inputs, header)
+        if layout is None:  # kept all the same: pmap.report() describes the run
+            self.manifest = Manifest.new(self.n_inputs, header)
+            return self.manifest
         if previous is not None:
             manifest = previous
             for i in manifest.indices(DONE):

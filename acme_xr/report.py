@@ -188,7 +188,7 @@ def _metadata(m: Manifest) -> str:
                 "forced_resumes", "process", "rebuilt"):
         if h.get(key) is not None:
             rows.append([key, _short(h[key])])
-    return _table(["", ""], rows)
+    return _table(["", "run"], rows)
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -272,15 +272,21 @@ def _png(fig: Any) -> bytes:
 def _histogram(m: Manifest) -> bytes:
     fig = _figure(HISTOGRAM_HEIGHT)
     ax = fig.add_subplot()
+    series, labels, colours = [], [], []
     for code, label, colour in ((DONE, "done", "tab:blue"), (FAILED, "failed", "tab:red")):
         d = np.asarray(m.duration, float)[m.indices(code)]
         d = d[np.isfinite(d)]
         if d.size:
-            ax.hist(d, bins=min(50, max(5, int(np.sqrt(d.size)))), color=colour, alpha=0.7,
-                    label=f"{label} ({d.size})")
+            series.append(d)
+            labels.append(f"{label} ({d.size})")
+            colours.append(colour)
+    if series:  # stacked on shared bins: a few short failures stay visible
+        n = sum(d.size for d in series)
+        ax.hist(series, bins=min(50, max(5, int(np.sqrt(n)))), stacked=True, color=colours,
+                label=labels)
     ax.set_xlabel("duration of a call (s)")
     ax.set_ylabel("calls")
-    if ax.get_legend_handles_labels()[0]:
+    if series:
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no durations recorded", ha="center", transform=ax.transAxes)
