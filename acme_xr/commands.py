@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from .errors import ComputeError, InputError
-from .manifest import FAILED, MANIFEST_NAME
+from .manifest import FAILED, MANIFEST_NAME, Manifest
 
 __all__ = ["status", "show", "report", "resume", "clean", "status_record"]
 
@@ -112,8 +112,11 @@ def resume(args: argparse.Namespace) -> int:
                      resume=True, setup_interactive=False) as pmap:
         try:
             pmap.compute()
-        except ComputeError as exc:
-            print(f"acme-xr resume: {exc}", file=sys.stderr)
+        except ComputeError:  # the user function's failures: listed by status and report
+            c = Manifest.read(run_dir).counts
+            print(f"acme-xr resume: {c['failed']} of {manifest.n_inputs} calls failed again "
+                  f"({c['done']} done): `acme-xr status {run_dir}` lists them, `acme-xr "
+                  f"report {run_dir}` shows their tracebacks", file=sys.stderr)
             return 1
     print(f"{run_dir}: all {manifest.n_inputs} calls done")
     return 0
