@@ -32,6 +32,8 @@ __all__ = ["status", "show", "report", "resume", "clean", "status_record"]
 
 # ACME's (and acme_xr's) default run directory name: ACME_YYYYMMDD-hhmmss-ffffff
 _RUN_NAME = re.compile(r"^ACME_\d{8}-\d{6}-\d{6}$")
+# failures listed by `status` (all of them with --json)
+_MAX_LISTED = 50
 
 
 def status_record(path: str) -> dict[str, Any]:
@@ -62,11 +64,13 @@ def _status_text(rec: dict[str, Any]) -> str:
         lines.append("duration  " + "  ".join(f"{k} {v:.3g} s" for k, v in d.items()))
     if rec["failures"]:
         lines += ["", f"{'call':>6}  {'attempts':>8}  error"]
-        for f in rec["failures"]:
+        for f in rec["failures"][:_MAX_LISTED]:
             msg = (f["message"] or "").strip().splitlines()
             text = f"{f['type']}: {msg[0] if msg else ''}"
             lines.append(f"{f['call']:>6}  {f['attempts']:>8}  "
                          f"{text if len(text) <= 100 else text[:97] + '...'}")
+    if len(rec["failures"]) > _MAX_LISTED:
+        lines.append(f"... and {len(rec['failures']) - _MAX_LISTED} more (--json lists all)")
     if c["failed"] or c["pending"]:
         lines += ["", f"to run the failed and pending calls: acme-xr resume {rec['run_dir']}"]
     return "\n".join(lines)

@@ -39,6 +39,8 @@ REPORT_NAME = "report.html"
 #: Pixel sizes of the embedded figures (the timeline grows with the number of workers).
 FIGURE_WIDTH, HISTOGRAM_HEIGHT = 900, 300
 _DPI = 100
+# workers in the timeline (one row each)
+_MAX_ROWS = 40
 # failures listed with their tracebacks; the rest are counted
 _MAX_FAILURES = 200
 _MEMORY_NOTE = ("Memory is not recorded: acme_xr keeps no per-call or per-worker memory "
@@ -54,7 +56,7 @@ pre{background:#f8f8f8;padding:.5em;overflow-x:auto;font-size:85%}
 
 def timeline_height(n_workers: int) -> int:
     """Pixel height of the timeline figure of a run on ``n_workers`` workers."""
-    return 120 + 25 * min(max(n_workers, 1), 40)
+    return 120 + 25 * min(max(n_workers, 1), _MAX_ROWS)
 
 
 def run_manifest(path: str | os.PathLike[str]) -> tuple[str, Manifest]:
@@ -218,16 +220,25 @@ def _hosts(m: Manifest) -> list[str]:
     return [str(m.host[i]) if m.host[i] is not None else "?" for i in range(m.n_inputs)]
 
 
-def _workers(m: Manifest) -> str:
+def _by_worker(m: Manifest) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(workers, calls that ran, each one's worker index): one pass, not one per worker."""
+    ran = np.flatnonzero(np.asarray(m.status) != PENDING)
     hosts = _hosts(m)
-    rows = []
-    for host in sorted(set(hosts[i] for i in range(m.n_inputs) if m.status[i] != PENDING)):
-        ix = [i for i in range(m.n_inputs) if hosts[i] == host and m.status[i] != PENDING]
-        busy = np.nansum(np.asarray(m.duration, float)[ix]) if ix else 0.0
-        rows.append([host, len(ix), sum(int(m.status[i] == FAILED) for i in ix),
-                     f"{busy:.3g}"])
-    if not rows:
+    workers, row = np.unique(np.asarray([hosts[i] for i in ran], dtype=object).astype(str),
+                             return_inverse=True)
+    return [str(w) for w in workers], ran, row.reshape(-1)
+
+
+def _workers(m: Manifest) -> str:
+    workers, ran, row = _by_worker(m)
+    if not workers:
         return '<p class="note">No call has run yet.</p>'
+    status = np.asarray(m.status)[ran]
+    busy = np.bincount(row, np.nan_to_num(np.asarray(m.duration, float)[ran]), len(workers))
+    calls = np.bincount(row, minlength=len(workers))
+    failed = np.bincount(row, status == FAILED, len(workers))
+    rows = [[w, int(calls[k]), int(failed[k]), f"{busy[k]:.3g}"]
+            for k, w in enumerate(workers)]
     return _table(["worker (host/name)", "calls", "failed", "busy s"], rows)
 
 
@@ -294,21 +305,33 @@ def _histogram(m: Manifest) -> bytes:
 
 
 def _timeline(m: Manifest) -> bytes | None:
-    start = np.asarray(m.start, float)
-    ran = [i for i in range(m.n_inputs) if np.isfinite(start[i]) and m.status[i] != PENDING]
-    if not ran:
+    workers, ran, row = _by_worker(m)
+    start = np.asarray(m.start, float)[ran]
+    known = np.isfinite(start)
+    if not known.any():
         return None
-    hosts = _hosts(m)
-    rows = sorted({hosts[i] for i in ran})
-    t0 = float(np.min(start[ran]))
-    fig = _figure(timeline_height(len(rows)))
+    ran, row, start = ran[known], row[known], start[known]
+    shown = min(len(workers), _MAX_ROWS)
+    width = np.maximum(np.nan_to_num(np.asarray(m.duration, float)[ran]), 1e-3)
+    status = np.asarray(m.status)[ran]
+    fig = _figure(timeline_height(shown))
     ax = fig.add_subplot()
-    for row, host in enumerate(rows[:40]):
-        for code, colour in ((DONE, "tab:blue"), (FAILED, "tab:red")):
-            bars = [(start[i] - t0, max(float(np.nan_to_num(m.duration[i])), 1e-3))
-                    for i in ran if hosts[i] == host and m.status[i] == code]
-            if bars:
-                ax.broken_barh(bars, (row - 0.4, 0.8), color=colour, edgecolor="white")
-    ax.set_yticks(range(min(len(rows), 40)), [r[-40:] for r in rows[:40]], fontsize=7)
-    ax.set_xlabel("seconds since the first call started (blue: done, red: failed)")
+    from matplotlib.collections import PolyCollection
+
+    x0 = start - float(start.min())
+    for code, colour in ((DONE, "tab:blue"), (FAILED, "tab:red")):
+        pick = np.flatnonzero((row < shown) & (status == code))
+        if pick.size:  # one rectangle per call, built at once (broken_barh: ~40 us each)
+            left, right, y = x0[pick], x0[pick] + width[pick], row[pick].astype(float)
+            verts = np.stack([np.column_stack([left, y - 0.4]), np.column_stack([left, y + 0.4]),
+                              np.column_stack([right, y + 0.4]),
+                              np.column_stack([right, y - 0.4])], axis=1)
+            # an (n, 4, 2) array, which set_verts takes whole (its stub says Sequence)
+            ax.add_collection(PolyCollection(verts, facecolors=colour,  # type: ignore[arg-type]
+                                             edgecolors="none"))
+    ax.set_xlim(0, float((x0 + width).max()) * 1.02)
+    ax.set_ylim(-0.6, shown - 0.4)
+    ax.set_yticks(range(shown), [w[-40:] for w in workers[:shown]], fontsize=7)
+    more = f"; {len(workers) - shown} more workers not shown" if len(workers) > shown else ""
+    ax.set_xlabel(f"seconds since the first call started (blue: done, red: failed){more}")
     return _png(fig)

@@ -4,7 +4,9 @@ When a run starts, its function, its arguments (as the calls receive them, after
 of ACME's ``pmap.argv``) and the options that shape its results are pickled into
 ``<output_dir>/acme_xr_call.pkl`` with :func:`acme_xr.shipping.dumps`: cloudpickle (a
 script's own function travels by value), dask's serializers where cloudpickle fails. So
-whatever a worker could receive can be stored. A resume leaves the file as it is.
+whatever a worker could receive can be stored, up to ``acme_xr.resume.max-recorded-size``
+(default 1GB: inputs bigger than that are not stored twice). A resume leaves the file as it
+is.
 
 What cannot be pickled is not stored (logged): the run goes on, and ``acme-xr resume``
 then says to resume from the script. Options that name this process's objects (a running
@@ -32,6 +34,9 @@ import pickle
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dask.utils import format_bytes, parse_bytes
+
+from . import config
 from .errors import InputError, ResultsLayoutError
 
 if TYPE_CHECKING:
@@ -87,6 +92,13 @@ def record_call(output_dir: str, pmap: ParallelMap) -> bool:
         return False
     from .storage.atomic import atomic_path
 
+    limit = parse_bytes(config.get("resume.max-recorded-size"))
+    if len(blob) > limit:
+        log.warning("the function and inputs of this run pickle to %s, more than "
+                    "acme_xr.resume.max-recorded-size (%s): not stored with the run; resume it "
+                    "from your script with resume=True", format_bytes(len(blob)),
+                    format_bytes(limit))
+        return False
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             fh.write(blob)

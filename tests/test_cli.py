@@ -276,13 +276,18 @@ def test_the_recorded_call_is_kept_by_a_resume(client: Any, tmp_path: Any) -> No
     assert os.stat(os.path.join(out, CALL_NAME)).st_mtime_ns == before
 
 
-def test_a_call_that_cannot_be_pickled_is_not_recorded(tmp_path: Any,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
-    # compute() refuses such a call before any I/O (no worker could receive it); the record
-    # says so and writes nothing if it ever meets one
+@pytest.mark.parametrize("case", ["unpicklable", "too big"])
+def test_a_call_that_cannot_be_stored_is_not_recorded(
+        case: str, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # compute() refuses an unpicklable call before any I/O (no worker could receive it):
+    # the record says so and writes nothing if it ever meets one; a huge one is not stored
     import threading
 
+    import dask
+
     lock = threading.Lock()  # neither cloudpickle nor dask ships a lock
-    pmap = ParallelMap(square, [lock, lock], verbose=False)
-    assert record_call(str(tmp_path), pmap) is False
+    args = [lock, lock] if case == "unpicklable" else [np.zeros(1000), np.zeros(1000)]
+    pmap = ParallelMap(square, args, verbose=False)
+    with dask.config.set({"acme_xr.resume.max-recorded-size": "10kB"}):
+        assert record_call(str(tmp_path), pmap) is False
     assert os.listdir(tmp_path) == [] and "resume=True" in caplog.text
