@@ -66,6 +66,9 @@ def _add_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     resume.add_argument("run_dir", metavar="DIR", help=run_help)
     resume.add_argument("--workers", type=int, default=None,
                         help="local workers (default: as the run was started)")
+    resume.add_argument("--force", action="store_true",
+                        help="resume even when the function's code (e.g. a module it "
+                             "lives in) or the inputs changed since (resume='force')")
     clean = sub.add_parser(
         "clean", help="remove run directories (shows them and asks first)",
         description="Remove DIR if it is a run, else the run directories in DIR (default: "

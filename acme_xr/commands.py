@@ -113,7 +113,8 @@ def resume(args: argparse.Namespace) -> int:
         options["n_workers"] = args.workers
     print(f"resuming {run_dir}: {left} of {manifest.n_inputs} calls to run", flush=True)
     with ParallelMap(call.func, *call.args, **call.kwargs, **options, output_dir=run_dir,
-                     resume=True, setup_interactive=False) as pmap:
+                     resume="force" if args.force else True,
+                     setup_interactive=False) as pmap:
         try:
             pmap.compute()
         except ComputeError:  # the user function's failures: listed by status and report

@@ -48,8 +48,8 @@ SCRIPT = textwrap.dedent("""
 
 def acme(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
          ) -> subprocess.CompletedProcess[str]:
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-                   **(env or {}))
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "acme_xr", *args], capture_output=True,
                           text=True, input=stdin, env=environ, timeout=300,
                           stdin=None if stdin is not None else subprocess.DEVNULL)
@@ -291,3 +291,31 @@ def test_a_call_that_cannot_be_stored_is_not_recorded(
     with dask.config.set({"acme_xr.resume.max-recorded-size": "10kB"}):
         assert record_call(str(tmp_path), pmap) is False
     assert os.listdir(tmp_path) == [] and "resume=True" in caplog.text
+
+
+def test_resume_refuses_a_changed_function_unless_forced(tmp_path: Any) -> None:
+    # a function in the user's module travels by reference: its code is the module's now
+    module = tmp_path / "mymod.py"
+    module.write_text("def g(i):\n    if i == 2:\n        raise ValueError('two')\n"
+                      "    return float(i)\n")
+    (tmp_path / "main.py").write_text(textwrap.dedent("""
+        import sys
+        from acme_xr import ParallelMap
+        from mymod import g
+        if __name__ == "__main__":
+            with ParallelMap(g, [0, 1, 2, 3], output_dir=sys.argv[1], n_workers=1,
+                             verbose=False) as pmap:
+                pmap.compute()
+    """))
+    out = str(tmp_path / "run")
+    path = os.pathsep.join([str(tmp_path), *(p for p in sys.path if p)])
+    proc = subprocess.run([sys.executable, str(tmp_path / "main.py"), out], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=path))
+    assert proc.returncode == 1 and "ComputeError" in proc.stderr
+    module.write_text("def g(i):\n    return float(i)\n")
+    env = {"PYTHONPATH": path}
+    user_error(acme("resume", out, "--workers", "1", env=env), "resume", "the function")
+    forced = acme("resume", out, "--workers", "1", "--force", env=env)
+    assert forced.returncode == 0, forced.stderr
+    np.testing.assert_array_equal(open_results(out).result_0.values, [0.0, 1.0, 2.0, 3.0])
