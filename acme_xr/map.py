@@ -268,14 +268,39 @@ class ParallelMap(AcmeAttributes):
             self._lease.release()
 
     def report(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Write the run's HTML report (see :mod:`acme_xr.report`) after :meth:`compute`;
-        return its path: ``path``, default ``<output_dir>/report.html`` (in memory mode,
-        ``acme_xr_<func>_report.html`` in the current directory).
+        """Write the run's HTML report after :meth:`compute` and return its path.
+
+        One self-contained file (figures embedded): the run's metadata, calls done, failed
+        and pending, a per-call duration histogram, a timeline of the calls per worker and
+        the failures with their tracebacks (see :mod:`acme_xr.report`). The figures need
+        matplotlib (``pip install "acme_xr[report]"``); without it the tables remain.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            The HTML file to write (replaced if it exists). Default:
+            ``<output_dir>/report.html``; in memory mode ``acme_xr_<func>_report.html`` in
+            the current directory.
+
+        Returns
+        -------
+        str
+            The absolute path of the report.
 
         Raises
         ------
         InputError
             :meth:`compute` has not run yet.
+        OSError
+            ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with ParallelMap(abs, [-1, 2], write_worker_results=False, verbose=False) as pmap:
+        ...     _ = pmap.compute(debug=True)  # in this thread: no cluster
+        >>> pmap.report(tempfile.mktemp(suffix=".html")).endswith(".html")
+        True
         """
         from .report import write_report
 

@@ -98,6 +98,11 @@ def write_report(run: str | os.PathLike[str], out: str | os.PathLike[str] | None
         The run's manifest, when the caller holds it (a run in memory has no directory:
         then ``run`` only names it and ``out`` is needed).
 
+    Returns
+    -------
+    str
+        The absolute path of the report.
+
     Raises
     ------
     ResultsLayoutError, ManifestCorruptError
@@ -186,7 +191,7 @@ def _metadata(m: Manifest) -> str:
         ["acme_xr version", h.get("acme_xr_version")],
         ["storage", h.get("storage")], ["calls", m.n_inputs],
     ]
-    for key in ("options", "seed", "result_shape", "result_dtype", "interruption",
+    for key in ("versions", "options", "seed", "result_shape", "result_dtype", "interruption",
                 "forced_resumes", "process", "rebuilt"):
         if h.get(key) is not None:
             rows.append([key, _short(h[key])])
