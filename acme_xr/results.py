@@ -346,6 +346,9 @@ def open_results(
     Returns
     -------
     xarray.Dataset
+        One variable per return value (leading dimension ``dim``, one entry per call), the
+        coordinates ``dim``, ``status`` and the split arguments, ``<name>_mask`` where gaps
+        cannot read NaN, and the run's metadata as attributes (see docs/results.md).
 
     Raises
     ------
