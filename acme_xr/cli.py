@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -127,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = getattr(commands, args.command)(args)
+    except BrokenPipeError:  # `acme-xr show DIR | head`: the reader is done, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (AcmeXrError, OSError) as exc:
         print(f"acme-xr {args.command}: error: {exc}", file=sys.stderr)
         return 1
