@@ -63,7 +63,9 @@ def _add_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "resume", help="run a run's failed and pending calls again",
         description="Finish the run in DIR: run its recorded function and inputs (stored "
                     "with the run when it started) with resume=True, so only the calls "
-                    "without a valid result run. Exit status 1 when calls fail again.")
+                    "without a valid result run. Exit status 1 when calls fail again. The "
+                    "record is a pickle, and unpickling runs code: resume only runs you "
+                    "trust.")
     resume.add_argument("run_dir", metavar="DIR", help=run_help)
     resume.add_argument("--workers", type=int, default=None,
                         help="local workers (default: as the run was started)")
