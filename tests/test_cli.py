@@ -319,3 +319,33 @@ def test_resume_refuses_a_changed_function_unless_forced(tmp_path: Any) -> None:
     forced = acme("resume", out, "--workers", "1", "--force", env=env)
     assert forced.returncode == 0, forced.stderr
     np.testing.assert_array_equal(open_results(out).result_0.values, [0.0, 1.0, 2.0, 3.0])
+
+
+def test_status_of_a_run_that_is_going(tmp_path: Any) -> None:
+    # the real script, still running: status reads its manifest (and the payloads written
+    # since its last flush); resume and clean leave it alone
+    markers, out = tmp_path / "markers", str(tmp_path / "run")
+    markers.mkdir()
+    env = dict(os.environ, ACME_XR_TEST_MARKERS=str(markers), ACME_XR_TEST_DELAY="1.5",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    script = os.path.join(os.path.dirname(__file__), "fault_script.py")
+    proc = subprocess.Popen([sys.executable, script, "own", out], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(os.listdir(markers)) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        status = acme("status", "--json", out)
+        record = json.loads(status.stdout)
+        assert record["state"] == "running" and record["counts"]["pending"] > 0
+        assert "skipped (running)" in acme("clean", out, "--yes").stdout
+        user_error(acme("resume", out), "resume", out)
+        assert proc.poll() is None  # all of that while the run was going
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads(acme("status", "--json", out).stdout)["counts"]["done"] == \
+        fault_script.N_CALLS
