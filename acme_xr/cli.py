@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         return _export(args)
     from . import commands
-    from .errors import AcmeXrError
+    from .errors import AcmeXrError, ManifestCorruptError
 
     try:
         code: int = getattr(commands, args.command)(args)
@@ -134,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (AcmeXrError, OSError) as exc:
-        print(f"acme-xr {args.command}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, ManifestCorruptError) and args.command != "show":
+            hint = f"; `acme-xr show {args.run_dir}` rebuilds it from the payloads, if any"
+        print(f"acme-xr {args.command}: error: {exc}{hint}", file=sys.stderr)
         return 1
     return code
 
