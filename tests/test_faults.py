@@ -277,7 +277,8 @@ def test_worker_killed_while_writing_loses_nothing(own_cluster: Any, tmp_path: A
         np.testing.assert_array_equal(data[f"result_{n - 1}"], np.full(size, float(i + n - 1)))
     assert sorted(os.listdir(out)) == sorted(
         [f"many_variables_{i}.h5" for i in range(12)]
-        + ["many_variables.h5", "many_variables.log", "manifest.calls", "manifest.json"])
+        + ["many_variables.h5", "many_variables.log", "manifest.calls", "manifest.json",
+           "acme_xr_call.pkl"])
     assert manifest_of(out).state == "complete"
     # the nanny replaced the killed worker
     deadline = time.monotonic() + 30

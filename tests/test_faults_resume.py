@@ -99,8 +99,8 @@ def test_resume_a_single_file_run(client: Any, tmp_path: Any) -> None:
         np.testing.assert_array_equal(fh["result_0"][()],
                                       [np.arange(3.0) + 10 * i for i in range(5)])
         assert [fh[f"comp_{i}/result_1"][()] for i in range(5)] == [i / 2 for i in range(5)]
-    assert sorted(os.listdir(out)) == ["manifest.calls", "manifest.json", "stacked.h5",
-                                   "stacked.log"]
+    assert sorted(os.listdir(out)) == ["acme_xr_call.pkl", "manifest.calls", "manifest.json",
+                                       "stacked.h5", "stacked.log"]
 
 
 def other(i: int, gain: float, flags: str, markers: str) -> tuple[np.ndarray, str]:

@@ -43,7 +43,8 @@ def test_specification_example_50_files(client: Any, tmp_path: Any) -> None:
             np.testing.assert_array_equal(data[f"result_{k}"], value)
     assert pmap.results_container == str(out / "this_func.h5")
     assert sorted(os.listdir(out)) == sorted(
-        payloads + ["this_func.h5", "this_func.log", "manifest.calls", "manifest.json"])
+        payloads + ["this_func.h5", "this_func.log", "manifest.calls", "manifest.json",
+                    "acme_xr_call.pkl"])
 
 
 def test_single_return_gives_only_result_0(client: Any, tmp_path: Any) -> None:
@@ -136,7 +137,8 @@ def test_single_file(client: Any, tmp_path: Any) -> None:
     with ParallelMap(this_func, list(range(8)), 7, 4, single_file=True, output_dir=str(out)) as pmap:
         files = pmap.compute()
     assert files == [str(out / "this_func.h5")]
-    assert sorted(os.listdir(out)) == ["manifest.calls", "manifest.json", "this_func.h5",
+    assert sorted(os.listdir(out)) == ["acme_xr_call.pkl", "manifest.calls", "manifest.json",
+                                       "this_func.h5",
                                        "this_func.log"]
     with h5py.File(files[0]) as fh:
         assert sorted(fh) == sorted(f"comp_{i}" for i in range(8))
