@@ -4,7 +4,7 @@ VENV ?= .venv
 BENCH_VENV ?= .venv-bench
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench: $(BENCH_VENV)/.installed
 		--strict-markers --benchmark-only --benchmark-columns=min,median,max,rounds \
 		--bench-json $(BENCH_JSON) $(BENCH_ARGS)
 
+# The documentation site, docs/_build/html/index.html (Sphinx; warnings are errors, as in CI).
+$(VENV)/.installed-docs: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 # Pinned: a new release's new rules must not fail CI on code that did not change.
 lint: $(VENV)/.installed
 	$(PY) -m pip install -q ruff==0.17.6 mypy==2.4.1
@@ -47,4 +56,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy acme_xr
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) acme_xr_demo .pytest_cache .benchmarks
+	rm -rf $(VENV) $(BENCH_VENV) acme_xr_demo .pytest_cache .benchmarks docs/_build docs/generated

@@ -346,8 +346,14 @@ class CallStackArray(BackendArray):
             if marr is not None:
                 m = np.asarray(marr.get_orthogonal_selection((calls,)))
                 m = np.stack([_outer_index(self._pad(np.asarray(r)), rest) for r in m])
-                data = np.where(m, np.nan, data).astype(self.native)
+                data = self._nan_where(m, data)
         return data.astype(object) if self.dtype.kind == "O" else data
+
+    def _nan_where(self, mask: np.ndarray, data: np.ndarray) -> np.ndarray:
+        """``data`` with NaN where ``mask``: in the stored float dtype, or in the float dtype
+        an integer result is read as (``mask_integers=True``), never NaN cast to an integer."""
+        kind = self.native if self.native.kind in "fc" else self.dtype
+        return np.where(mask, np.nan, data).astype(kind)
 
     def _read_call(self, c: int, rest: tuple[Any, ...], into: np.ndarray | None = None) -> Any:
         """Call ``c``'s values at ``rest`` (or read them straight into ``into``)."""
@@ -387,7 +393,7 @@ class CallStackArray(BackendArray):
                     where.insert(stacked["axis"], c)
                     full = np.asarray(ds[tuple(where)]).astype(self.native)
                     if self.masked_nan and stored is not None:
-                        full = np.where(stored, np.nan, full).astype(self.native)
+                        full = self._nan_where(stored, full)
                     return _outer_index(self._pad(full), rest)
                 grp = fh[group] if group else fh
                 ds = find_dataset(grp, self.name)
@@ -403,7 +409,7 @@ class CallStackArray(BackendArray):
                 full = decode(ds, self.native)
                 stored = read_mask(grp, ds)
                 if stored is not None:
-                    full = np.where(stored, np.nan, full).astype(self.native)
+                    full = self._nan_where(stored, full)
                 return _outer_index(self._pad(full), rest)
             if into is not None:
                 ds.read_direct(into)

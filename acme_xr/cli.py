@@ -6,11 +6,14 @@ Examples
 32
 >>> _parser().parse_args(["export", "run", "run.json"]).format is None
 True
+>>> _parser().parse_args(["clean", "--older-than", "7"]).run_dir
+'.'
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +33,56 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--trials", type=int, default=8, help="trials per channel")
     demo.add_argument("--workers", type=int, default=None, help="local workers (default: cores)")
     _add_export(sub)
+    _add_runs(sub)
     return parser
+
+
+def _add_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run_help = "the run directory (or its <func>.h5)"
+    status = sub.add_parser(
+        "status", help="calls done, failed and pending, durations and failures of a run",
+        description="Summarise the run in DIR from its manifest (no payload is opened): calls "
+                    "done / failed / pending, per-call duration statistics and every failure "
+                    "with its message. Works on a run that is still going.")
+    status.add_argument("run_dir", metavar="DIR", help=run_help)
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+    show = sub.add_parser("show", help="print the Dataset open_results gives for a run",
+                          description="Print acme_xr.open_results(DIR): the run as one lazy "
+                                      "xarray.Dataset (nothing is loaded).")
+    show.add_argument("run_dir", metavar="DIR", help=run_help)
+    report = sub.add_parser(
+        "report", help="write a run's HTML report (durations, timeline, failures)",
+        description="Write one self-contained HTML file on the run in DIR: metadata, "
+                    "per-call duration histogram, timeline of calls per worker, failures "
+                    "with tracebacks. The figures need matplotlib "
+                    '(pip install "acme_xr[report]"). Prints the file\'s path.')
+    report.add_argument("run_dir", metavar="DIR", help=run_help)
+    report.add_argument("-o", "--output", metavar="OUT", default=None,
+                        help="the HTML file to write (default: DIR/report.html)")
+    resume = sub.add_parser(
+        "resume", help="run a run's failed and pending calls again",
+        description="Finish the run in DIR: run its recorded function and inputs (stored "
+                    "with the run when it started) with resume=True, so only the calls "
+                    "without a valid result run. Exit status 1 when calls fail again. The "
+                    "record is a pickle, and unpickling runs code: resume only runs you "
+                    "trust.")
+    resume.add_argument("run_dir", metavar="DIR", help=run_help)
+    resume.add_argument("--workers", type=int, default=None,
+                        help="local workers (default: as the run was started)")
+    resume.add_argument("--force", action="store_true",
+                        help="resume even when the function's code (e.g. a module it "
+                             "lives in) or the inputs changed since (resume='force')")
+    clean = sub.add_parser(
+        "clean", help="remove run directories (shows them and asks first)",
+        description="Remove DIR if it is a run, else the run directories in DIR (default: "
+                    "the current directory): those with an acme_xr manifest or ACME's "
+                    "ACME_YYYYMMDD-hhmmss-ffffff name. A run that is running is never "
+                    "removed. Lists them and asks unless --yes.")
+    clean.add_argument("run_dir", metavar="DIR", nargs="?", default=".",
+                       help="a run directory or a directory holding runs")
+    clean.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="only runs last written more than DAYS days ago")
+    clean.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
 
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +111,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``acme-xr`` command; returns the exit status."""
+    """Entry point of the ``acme-xr`` command; returns the exit status.
+
+    A user's mistake (no such run, a damaged manifest, a run still running, a file that
+    cannot be written) is one line on stderr and exit status 1, never a traceback.
+    """
     args = _parser().parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -69,9 +125,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                      n_workers=args.workers or "auto")
         except KeyboardInterrupt:  # the run said what it kept and how to resume
             return 130
-    elif args.command == "export":
+        return 0
+    if args.command == "export":
         return _export(args)
-    return 0
+    from . import commands
+    from .errors import AcmeXrError, ManifestCorruptError
+
+    try:
+        code: int = getattr(commands, args.command)(args)
+    except KeyboardInterrupt:  # `acme-xr resume`: the run said what it kept, how to go on
+        return 130
+    except BrokenPipeError:  # `acme-xr show DIR | head`: the reader is done, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (AcmeXrError, OSError) as exc:
+        hint = ""
+        if isinstance(exc, ManifestCorruptError) and args.command != "show":
+            hint = f"; `acme-xr show {args.run_dir}` rebuilds it from the payloads, if any"
+        print(f"acme-xr {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def local_cluster_setup(
     Returns
     -------
     distributed.Client or None
+        A client of the new cluster, also dask's default client; None when the question
+        asked with ``interactive=True`` was answered no.
 
     Examples
     --------
@@ -292,6 +294,8 @@ def cluster_setup(
     Returns
     -------
     distributed.Client
+        A client of the new cluster, also dask's default client: a ParallelMap started
+        after it runs there. Close both with :func:`acme_xr.cluster_cleanup`.
 
     Raises
     ------

@@ -16,16 +16,17 @@ Examples
 >>> writer = ManifestWriter(Manifest.new(3, {"func": {"name": "f"}}), d)
 >>> writer.write()
 >>> sorted(os.listdir(d))          # the manifest and the space kept in reserve
-['.acme_xr-reserve', 'manifest.json']
+['.acme_xr-reserve', 'manifest.calls', 'manifest.json']
 >>> writer.close()
 >>> sorted(os.listdir(d))
-['manifest.json']
+['manifest.calls', 'manifest.json']
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -36,7 +37,7 @@ import numpy as np
 from . import config
 from .errors import ComputeError, StorageError
 from .layout import RunLayout
-from .manifest import DONE, FAILED, PENDING, Manifest
+from .manifest import DONE, FAILED, LOG_NAME, MANIFEST_NAME, PENDING, Manifest
 from .progress import Progress
 from .shipping import unshipped
 from .storage.atomic import SpaceReserve
@@ -52,21 +53,26 @@ RESERVE_NAME = ".acme_xr-reserve"
 
 
 class ManifestWriter:
-    """Write ``manifest`` into ``directory`` atomically; survive a full disk.
+    """Write ``manifest`` into ``directory``; survive a full disk.
+
+    While the run goes on (state ``"running"``) each :meth:`write` appends the calls changed
+    since the last one to the calls log; once it has ended, :meth:`write` compacts the log
+    into one block (write-and-rename). Writes never interleave (a lock).
 
     After each write, a reserve file (twice the manifest's size) is kept next to it. When a
     write fails (disk full, quota), the reserve is given up and the write tried once more:
-    the old manifest stays in place until the new one is complete, and the new one has
-    room. :meth:`close` removes the reserve.
+    the old manifest stays valid until the new one is complete, and the new one has room.
+    :meth:`close` removes the reserve.
     """
 
     def __init__(self, manifest: Manifest, directory: str) -> None:
         self.manifest = manifest
         self.directory = directory
         self.reserve = SpaceReserve(os.path.join(directory, RESERVE_NAME))
+        self.lock = threading.Lock()
 
     def write(self) -> None:
-        """Write the manifest.
+        """Write the manifest (append while running, compact once the run has ended).
 
         Raises
         ------
@@ -74,17 +80,27 @@ class ManifestWriter:
             The manifest cannot be written even with the reserve freed (the previous
             manifest is still in place).
         """
-        try:
-            path = self.manifest.write(self.directory)
-        except StorageError:
-            if not self.reserve.size:
-                raise
-            log.warning("no space left for the manifest in %s: using the space kept in "
-                        "reserve", self.directory)
-            self.reserve.release()
-            self.manifest.write(self.directory)
-            return
-        self.reserve.ensure(2 * os.path.getsize(path) + 65536)
+        with self.lock:
+            try:
+                self._write()
+            except StorageError:
+                if not self.reserve.size:
+                    raise
+                log.warning("no space left for the manifest in %s: using the space kept in "
+                            "reserve", self.directory)
+                self.reserve.release()
+                self._write()
+                return
+            size = sum(os.path.getsize(os.path.join(self.directory, name))
+                       for name in (MANIFEST_NAME, LOG_NAME))
+            self.reserve.ensure(2 * size + 65536)
+
+    def _write(self) -> None:
+        m = self.manifest
+        if m.state == "running":
+            m.flush(self.directory)
+        else:
+            m.write(self.directory)
 
     def close(self) -> None:
         self.reserve.release()
@@ -117,30 +133,39 @@ class Collector:
         """
         m = self.manifest
         values = unshipped(result.values)
-        for k, i in enumerate(result.indices):
-            status = result.status[k]
-            if status == OK:
-                m.record_done(i, result.fmt[k], result.meta[k], result.host,
-                              result.sums[k] if k < len(result.sums) else None)
-                if self.values is not None and values is not None:
-                    self.values[i] = values[k]
-                if i in result.retried:
-                    log.warning("call %d succeeded on attempt %d; before: %s", i,
-                                result.attempts[k], "; ".join(result.retried[i]))
-            elif status == CALL_FAILED:
-                err = result.errors[i]
-                m.record_failed(i, err, result.host)
-                log.error("call %d failed after %d attempt(s): %s: %s", i, err["attempts"],
-                          err["type"], err["message"])
-            else:
-                continue  # not run: the batch stopped before it
-            if result.attempts[k] > 0:  # 0: found on disk, not run here
-                m.duration[i] = result.duration[k]
-                m.attempts[i] = result.attempts[k]
-                if k < len(result.start):
-                    m.start[i] = result.start[k]
+        idx = np.asarray(result.indices, np.int64)
+        status = np.asarray(result.status, np.int8)
+        ok = np.flatnonzero(status == OK)
+        if len(ok) == len(status) and len(result.sums) == len(status):  # the usual batch
+            m.record_batch(idx, result.fmt, result.meta, result.host, result.sums)
+        elif len(ok):
+            at = ok.tolist()
+            m.record_batch(idx[ok], [result.fmt[k] for k in at], [result.meta[k] for k in at],
+                           result.host, [result.sums[k] if k < len(result.sums) else None
+                                         for k in at])
+        if self.values is not None and values is not None:
+            for k in ok.tolist():
+                self.values[int(idx[k])] = values[k]
+        for i, before in result.retried.items():
+            if i in result.indices and status[result.indices.index(i)] == OK:
+                k = result.indices.index(i)
+                log.warning("call %d succeeded on attempt %d; before: %s", i,
+                            result.attempts[k], "; ".join(before))
+        for k in np.flatnonzero(status == CALL_FAILED).tolist():
+            i, err = int(idx[k]), result.errors[int(idx[k])]
+            m.record_failed(i, err, result.host)
+            log.error("call %d failed after %d attempt(s): %s: %s", i, err["attempts"],
+                      err["type"], err["message"])
+        attempts = np.asarray(result.attempts, np.int32)
+        here = np.flatnonzero(((status == OK) | (status == CALL_FAILED)) & (attempts > 0))
+        if len(here):  # attempts 0: found on disk, not run here
+            start = np.asarray(result.start, float)
+            m.record_times(idx[here], np.asarray(result.duration, float)[here],
+                           start[here] if len(start) == len(status) else None, attempts[here])
         m.coord_templates.update(result.templates)
-        if self.backend is not None:
+        # the base class's collected does nothing: no record per call built for it
+        if self.backend is not None and type(self.backend).collected is not \
+                StorageBackend.collected:
             self.backend.collected(
                 [Written(f, meta, sums) for f, meta, sums, st in
                  zip(result.fmt, result.meta, result.sums, result.status, strict=True)
@@ -163,9 +188,8 @@ class Collector:
         """A whole batch failed outside the user function (worker crash, unpicklable func)."""
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         kind = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
-        for i in indices:
-            self.manifest.record_failed(
-                i, {"type": kind, "message": str(exc), "traceback": tb, "attempts": 1}, None)
+        self.manifest.record_failed(
+            indices, {"type": kind, "message": str(exc), "traceback": tb, "attempts": 1}, None)
         log.error("calls %s failed as a whole: %s: %s", indices[:10], kind, exc)
         self.bar.update(0, failed=len(indices))
 

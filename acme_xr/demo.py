@@ -130,6 +130,7 @@ def run_demo(
     print(f"\n80 Hz artefact attenuated by {summary['attenuation_db_mean']:.1f} dB on average "
           f"(min {summary['attenuation_db_min']:.1f} dB); filtered trials have shape "
           f"{summary['trial_shape']}")
+    print(f"report:    {pmap.report()}  (acme-xr status/report {pmap.output_dir})")
     return summary
 
 

@@ -25,6 +25,7 @@ from .dryrun import confirm, dry_run
 from .engine import execute
 from .errors import (
     FingerprintError,
+    InputError,
     InputTypeError,
     ResultShapeError,
     ResumeMismatchError,
@@ -39,6 +40,7 @@ from .lease import ClusterLease
 from .manifest import DONE, FAILED, Manifest, jsonable
 from .options import validate_options
 from .reprs import html_repr, text_repr
+from .rerun import record_call
 from .runlock import RunLock, process_record
 from .runlog import run_logging
 from .seeds import seed_record
@@ -295,6 +297,49 @@ class ParallelMap(AcmeAttributes):
         if self._lease is not None:
             self._lease.release()
 
+    def report(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Write the run's HTML report after :meth:`compute` and return its path.
+
+        One self-contained file (figures embedded): the run's metadata, calls done, failed
+        and pending, a per-call duration histogram, a timeline of the calls per worker and
+        the failures with their tracebacks (see :mod:`acme_xr.report`). The figures need
+        matplotlib (``pip install "acme_xr[report]"``); without it the tables remain.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            The HTML file to write (replaced if it exists). Default:
+            ``<output_dir>/report.html``; in memory mode ``acme_xr_<func>_report.html`` in
+            the current directory.
+
+        Returns
+        -------
+        str
+            The absolute path of the report.
+
+        Raises
+        ------
+        InputError
+            :meth:`compute` has not run yet.
+        OSError
+            ``path`` cannot be written.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with ParallelMap(abs, [-1, 2], write_worker_results=False, verbose=False) as pmap:
+        ...     _ = pmap.compute(debug=True)  # in this thread: no cluster
+        >>> pmap.report(tempfile.mktemp(suffix=".html")).endswith(".html")
+        True
+        """
+        from .report import write_report
+
+        if self.manifest is None:
+            raise InputError("pmap.report() needs a run: call pmap.compute() first")
+        if self.output_dir is None and path is None:
+            path = f"acme_xr_{self.stem}_report.html"
+        return write_report(self.output_dir or "in memory", path, manifest=self.manifest)
+
     @property
     def stem(self) -> str:
         name = getattr(self.func, "__name__", "func")
@@ -380,6 +425,7 @@ class ParallelMap(AcmeAttributes):
             try:
                 if writer is not None:  # in here: a Ctrl-C during it says the same
                     writer.write()
+                    record_call(writer.directory, self)  # for `acme-xr resume DIR`
                 self._run(manifest, writer, layout, values, debug)
             except BaseException as exc:
                 # Ctrl-C, a full disk, a lost cluster: keep what finished, then re-raise
@@ -504,8 +550,8 @@ class ParallelMap(AcmeAttributes):
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
         header = self._header(layout)
-        if layout is None:
-            self.manifest = Manifest.new(self.n_inputs, header)  # its reprs show the run
+        if layout is None:  # kept all the same: pmap.report() describes the run
+            self.manifest = Manifest.new(self.n_inputs, header)
             return self.manifest
         if previous is not None:
             manifest = previous

@@ -117,9 +117,12 @@ def _needs_mask(gaps: bool, masked: bool, dtype: np.dtype) -> bool:
 
 def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
     by_ndim: dict[int, tuple[int, tuple[int, ...]]] = {}
-    for i, s in enumerate(rec.shapes):
-        if s is not None:
-            by_ndim.setdefault(len(s), (i, s))
+    codes = rec.shapes.codes
+    for code in np.unique(codes[codes >= 0]).tolist():  # the distinct shapes, not each call
+        s = rec.shapes.table[code]
+        first = int(np.argmax(codes == code))
+        if by_ndim.get(len(s), (first + 1,))[0] > first:
+            by_ndim[len(s)] = (first, s)
     if len(by_ndim) > 1:
         listing = ", ".join(f"call {i} has shape {s}" for i, s in sorted(by_ndim.values()))
         raise ResultsLayoutError(
@@ -139,7 +142,7 @@ def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
             f"{calls}, and no dtype holds both without changing values. Return one dtype from "
             "every call, or open each call with acme_xr.open_payload"
         )
-    return rec.shapes
+    return list(rec.shapes)
 
 
 def _conflicts(rec: VarRecord, conflicts: dict[int, Any],
@@ -179,7 +182,7 @@ def _coordinate(tpl: dict[str, Any]) -> xr.Variable:
 
 
 def _readable(manifest: Manifest) -> np.ndarray:
-    return (manifest.status == DONE) & np.array([f in ("h5", "zarr", None) for f in manifest.fmt])
+    return (manifest.status == DONE) & manifest.fmt.isin(("h5", "zarr", None))
 
 
 def _in_store(manifest: Manifest) -> np.ndarray:
@@ -191,7 +194,7 @@ def _in_store(manifest: Manifest) -> np.ndarray:
 
 def _status_labels(manifest: Manifest) -> np.ndarray:
     labels = np.array(STATUS_NAMES, dtype="<U7")[manifest.status]
-    pickled = np.array([f == "pickle" for f in manifest.fmt])
+    pickled = manifest.fmt.equals("pickle")
     labels[(manifest.status == DONE) & pickled] = "pickled"
     return labels
 
@@ -346,6 +349,9 @@ def open_results(
     Returns
     -------
     xarray.Dataset
+        One variable per return value (leading dimension ``dim``, one entry per call), the
+        coordinates ``dim``, ``status`` and the split arguments, ``<name>_mask`` where gaps
+        cannot read NaN, and the run's metadata as attributes (see docs/results.md).
 
     Raises
     ------

@@ -218,7 +218,29 @@ def slurm_cluster_setup(
 
     ``acme_xr.cluster_setup("slurm", ...)`` with the partition first (kept for scripts
     written against earlier acme_xr); see :func:`acme_xr.cluster_setup` for the
-    parameters, the settings order and the errors.
+    settings order and the errors.
+
+    Parameters
+    ----------
+    partition : str
+        The SLURM partition, checked against ``sinfo``; ``"auto"``: the site's
+        ``jobqueue.slurm.queue`` or SLURM's default partition.
+    n_workers : int or (int, int)
+        Worker jobs to keep running; ``(minimum, maximum)``: adaptive.
+    mem_per_worker : str, optional
+        Memory of each worker job, e.g. ``"4GB"``.
+    timeout : float
+        Seconds to wait for the first worker job to connect.
+    cores : int, optional
+        Cores (dask threads) per worker job.
+    **cluster_kwargs
+        Passed to dask-jobqueue's ``SLURMCluster`` (``walltime``, ``account``, ...).
+
+    Returns
+    -------
+    distributed.Client
+        A client of the new cluster, also dask's default client; close both with
+        :func:`acme_xr.cluster_cleanup`.
 
     Examples
     --------

@@ -17,7 +17,6 @@ On a warm 2-worker LocalCluster (as in the benchmarks) this
 from __future__ import annotations
 
 import cProfile
-import json
 import os
 import pstats
 import shutil
@@ -26,7 +25,10 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import psutil
+
+from acme_xr.manifest import Manifest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,8 +99,8 @@ def main() -> None:
         for k in cpu0:
             print(f"  CPU seconds {k:<40} {cpu1[k] - cpu0[k]:7.2f}")
         if run_dir is not None:
-            with open(os.path.join(run_dir, "manifest.json"), encoding="utf-8") as fh:
-                durations = [d for d in json.load(fh)["calls"]["duration"] if d is not None]
+            recorded = Manifest.read(run_dir).duration
+            durations = recorded[~np.isnan(recorded)].tolist()
             print(f"  per-call durations recorded by the workers: sum {sum(durations):.2f} s, "
                   f"mean {sum(durations) / len(durations) * 1e6:.0f} us, "
                   f"sum / 2 workers = {sum(durations) / 2:.2f} s of the wall time")

@@ -17,6 +17,7 @@ import pytest
 
 from acme_xr import ParallelMap
 from acme_xr.errors import ClusterError
+from acme_xr.manifest import DONE, Manifest
 from acme_xr.storage.atomic import TMP_SUFFIX
 from acme_xr.storage.hdf5 import read_payload
 
@@ -38,7 +39,7 @@ def manifest_of(out: Any) -> dict[str, Any]:
 
 
 def done_calls(out: Any) -> set[int]:
-    return {i for i, s in enumerate(manifest_of(out)["calls"]["status"]) if s == 1}
+    return {int(i) for i in Manifest.read(str(out)).indices(DONE)}
 
 
 def payload_calls(out: Any) -> set[int]:

@@ -490,3 +490,26 @@ def test_calls_whose_dimension_names_differ_are_refused_at_open(tmp_path: Any) -
     with pytest.raises(ResultsLayoutError, match=r"call 0 has dimensions \['x'\] but call 2 "
                                                  r"has \['y'\]; give every call's result"):
         open_results(out)
+
+
+def masked_ints_or_gap(i: int) -> tuple[np.ma.MaskedArray, ...]:
+    if i == 1:
+        raise _GapError("a gap")
+    return tuple(np.ma.masked_array(np.array([3, 4, 5], dt) + i, mask=[i % 2 == 0, 0, 0])
+                 for dt in ("i1", "u2", "i4", "i8"))
+
+
+@pytest.mark.parametrize("mode", DISK_MODES)
+def test_masked_integers_read_as_float_are_nan_where_masked(tmp_path: Any, mode: str) -> None:
+    # mask_integers=True: a masked element and a gap read NaN, never NaN cast to an integer
+    out = str(tmp_path / "r")
+    run_debug(masked_ints_or_gap, 3, out, mode)
+    ds = open_results(out, mask_integers=True)
+    for k in range(4):
+        values = ds[f"result_{k}"].values
+        assert values.dtype == np.float64
+        expect = [[np.nan, 4, 5], [np.nan] * 3, [np.nan] * 3]
+        np.testing.assert_array_equal(values, expect)  # NaN == NaN here
+        # a partial selection reads the same
+        np.testing.assert_array_equal(ds[f"result_{k}"][:, :2].values,
+                                      [row[:2] for row in expect])

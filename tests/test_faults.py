@@ -7,7 +7,6 @@ is on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -21,15 +20,15 @@ import pytest
 
 from acme_xr import ParallelMap
 from acme_xr.errors import ClusterError, ComputeError
+from acme_xr.manifest import DONE, Manifest
 from acme_xr.storage.atomic import TMP_SUFFIX
 from acme_xr.storage.hdf5 import read_payload
 
 from .conftest import listing
 
 
-def manifest_of(out: Any) -> dict[str, Any]:
-    with open(os.path.join(out, "manifest.json")) as fh:
-        return json.load(fh)
+def manifest_of(out: Any) -> Manifest:
+    return Manifest.read(os.fspath(out))
 
 
 def mark(marker_dir: str, i: int) -> int:
@@ -82,10 +81,10 @@ def test_failed_calls_give_one_error_that_says_everything(client: Any, tmp_path:
     assert not (out / "picky_3.h5").exists() and not (out / "picky_7.h5").exists()
     # all of it recorded in the manifest and the log
     m = manifest_of(out)
-    assert m["state"] == "failed" and m["counts"] == {"pending": 0, "done": 8, "failed": 2}
-    assert set(m["errors"]) == {"3", "7"}
-    assert m["errors"]["7"]["type"] == "ValueError"
-    assert "input 7 is out of range" in m["errors"]["7"]["traceback"]
+    assert m.state == "failed" and m.counts == {"pending": 0, "done": 8, "failed": 2}
+    assert set(m.errors) == {3, 7}
+    assert m.errors[7]["type"] == "ValueError"
+    assert "input 7 is out of range" in m.errors[7]["traceback"]
     log = (out / "picky.log").read_text()
     assert "call 3 failed" in log and "call 7 failed" in log
     no_temporaries(out)
@@ -118,7 +117,7 @@ def test_retry_succeeds_on_the_second_attempt(client: Any, tmp_path: Any) -> Non
     assert [float(read_payload(f)["result_0"]) for f in files] == [i * 2.0 for i in range(6)]
     assert sorted(executions(markers)) == sorted(list(range(6)) * 2)  # exactly two each
     m = manifest_of(out)
-    assert m["state"] == "complete" and m["calls"]["attempts"] == [2] * 6
+    assert m.state == "complete" and m.attempts.tolist() == [2] * 6
     assert "succeeded on attempt 2; before: RuntimeError: transient failure of call 4" in (
         out / "fails_first_time.log").read_text()
 
@@ -138,9 +137,9 @@ def test_retries_used_up_are_recorded(client: Any, tmp_path: Any) -> None:
     with pytest.raises(ComputeError, match="after|KeyError"):
         ParallelMap(always_fails, [0, 1], retries=2, output_dir=str(out)).compute()
     m = manifest_of(out)
-    assert m["calls"]["attempts"] == [3, 3]
-    assert m["errors"]["1"]["attempts"] == 3
-    assert m["errors"]["1"]["earlier"] == ["KeyError: 'no such channel 1'"] * 2
+    assert m.attempts.tolist() == [3, 3]
+    assert m.errors[1]["attempts"] == 3
+    assert m.errors[1]["earlier"] == ["KeyError: 'no such channel 1'"] * 2
 
 
 # -- 3. call_timeout -----------------------------------------------------------------------
@@ -169,7 +168,7 @@ def test_call_timeout_stops_a_call_stuck_in_c_code(client: Any, tmp_path: Any) -
     assert time.monotonic() - t0 < 30  # two attempts of 1.5 s, not an hour
     assert list(info.value.failed) == [3]
     m = manifest_of(out)
-    err = m["errors"]["3"]
+    err = m.errors[3]
     assert err["type"] == "acme_xr.errors.CallTimeoutError"
     assert "call_timeout=1.5 s" in err["message"] and err["attempts"] == 2
     assert executions(markers).count(3) == 2  # retried once, then given up
@@ -278,8 +277,9 @@ def test_worker_killed_while_writing_loses_nothing(own_cluster: Any, tmp_path: A
         np.testing.assert_array_equal(data[f"result_{n - 1}"], np.full(size, float(i + n - 1)))
     assert sorted(os.listdir(out)) == sorted(
         [f"many_variables_{i}.h5" for i in range(12)]
-        + ["many_variables.h5", "many_variables.log", "manifest.json"])
-    assert manifest_of(out)["state"] == "complete"
+        + ["many_variables.h5", "many_variables.log", "manifest.calls", "manifest.json",
+           "acme_xr_call.pkl"])
+    assert manifest_of(out).state == "complete"
     # the nanny replaced the killed worker
     deadline = time.monotonic() + 30
     while len(own_cluster.scheduler_info(n_workers=-1)["workers"]) < 2:
@@ -356,8 +356,8 @@ def test_a_cluster_that_loses_every_worker_stops_the_run(tmp_path: Any) -> None:
         client.close()
         cluster.close()
     m = manifest_of(out)
-    assert m["state"] == "interrupted" and m["interruption"]["type"].endswith("ClusterError")
-    done = {i for i, st in enumerate(m["calls"]["status"]) if st == 1}
+    assert m.state == "interrupted" and m.header["interruption"]["type"].endswith("ClusterError")
+    done = {int(i) for i in m.indices(DONE)}
     assert 5 <= len(done) < 100
     assert done == {int(p[5:-3]) for p in os.listdir(out) if p.startswith("naps_")}
     no_temporaries(out)

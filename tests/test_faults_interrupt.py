@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from acme_xr import ParallelMap
+from acme_xr.manifest import DONE, Manifest
 from acme_xr.storage.atomic import TMP_SUFFIX
 from acme_xr.storage.hdf5 import read_payload
 
@@ -42,8 +43,9 @@ class Interrupted:
     stderr: str
     processes: list[psutil.Process]  # everything below the script just before SIGINT
     started: set[int]  # calls started by the time the script had exited
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # manifest.json: the header (state, counts, interruption)
     files: list[str]
+    done: set[int]  # the calls the manifest records as done (Manifest.read)
 
 
 def executions(marker_dir: str) -> list[int]:
@@ -87,12 +89,14 @@ def run_script(mode: str, out: str, markers: str, delay: float,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     manifest: dict[str, Any] = {}
+    done: set[int] = set()
     if os.path.exists(os.path.join(out, "manifest.json")):
         with open(os.path.join(out, "manifest.json")) as fh:
             manifest = json.load(fh)
+        done = {int(i) for i in Manifest.read(out).indices(DONE)}
     return Interrupted(out, proc.returncode, first_lines + stdout, stderr, processes,
                        set(executions(markers)), manifest,
-                       listing(out) if os.path.isdir(out) else [])
+                       listing(out) if os.path.isdir(out) else [], done)
 
 
 def report_of(run: Interrupted) -> dict[str, Any]:
@@ -105,8 +109,11 @@ def payload_calls(files: list[str]) -> set[int]:
             if f.startswith("slow_") and f.endswith(".h5")}
 
 
-def done_calls(manifest: dict[str, Any]) -> set[int]:
-    return {i for i, s in enumerate(manifest["calls"]["status"]) if s == 1}
+def done_calls(run: Interrupted | str | os.PathLike[str]) -> set[int]:
+    """The calls the run's manifest records as done (as they were when ``run`` ended)."""
+    if isinstance(run, Interrupted):
+        return run.done
+    return {int(i) for i in Manifest.read(os.fspath(run)).indices(DONE)}
 
 
 def assert_ended_by_keyboard_interrupt(run: Interrupted) -> None:
@@ -158,7 +165,7 @@ def test_ctrl_c_keeps_every_finished_call_and_closes_the_cluster(interrupted: In
     assert len(run.processes) >= 2  # the cluster's worker processes, during the run
     assert_processes_gone(run.processes)
     # the manifest says exactly which calls completed, and each of those is on disk, whole
-    done = done_calls(run.manifest)
+    done = done_calls(run)
     assert done == payload_calls(run.files)
     assert done <= run.started
     assert_payloads_valid(run.out, done)
@@ -171,7 +178,7 @@ def test_ctrl_c_keeps_every_finished_call_and_closes_the_cluster(interrupted: In
 
 def test_resume_after_ctrl_c_equals_a_clean_run(interrupted: Interrupted, client: Any,
                                                  tmp_path: Any) -> None:
-    done_before = done_calls(interrupted.manifest)
+    done_before = done_calls(interrupted)
     markers = str(tmp_path / "markers")
     run = run_script("resume", interrupted.out, markers, delay=0.02)
     assert run.returncode == 0, run.stderr
@@ -208,7 +215,7 @@ def test_ctrl_c_leaves_the_users_own_client_alone(tmp_path: Any) -> None:
     assert report["acme_xr_tasks"] == []  # pending work was cancelled
     # calls that were running on the user's cluster may finish after compute() returned:
     # their payloads are whole (and a resume adopts them without running them again)
-    done, on_disk = done_calls(run.manifest), payload_calls(run.files)
+    done, on_disk = done_calls(run), payload_calls(run.files)
     assert done <= on_disk <= run.started
     assert_payloads_valid(run.out, on_disk)
 
@@ -229,7 +236,7 @@ def test_ctrl_c_in_a_terminal_reaches_every_process(tmp_path: Any) -> None:
                      interrupt_after=6, group=True)
     assert_interrupted_by_ctrl_c(run)
     assert_processes_gone(run.processes)
-    done = done_calls(run.manifest)
+    done = done_calls(run)
     assert done == payload_calls(run.files)
     assert_payloads_valid(run.out, done)
 
@@ -265,7 +272,7 @@ def test_a_run_whose_client_was_killed_resumes(client: Any, tmp_path: Any) -> No
     assert killed.returncode == -signal.SIGKILL
     assert killed.manifest["state"] == "running"  # nothing could write the end of the run
     on_disk = payload_calls(killed.files)
-    assert done_calls(killed.manifest) <= on_disk
+    assert done_calls(killed) <= on_disk
     assert_payloads_valid(out, on_disk)
     assert_processes_gone(killed.processes)
 

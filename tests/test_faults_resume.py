@@ -5,7 +5,6 @@ The Ctrl-C-then-resume case is in ``test_faults_interrupt.py``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from acme_xr import ParallelMap
 from acme_xr.errors import ComputeError, ResumeMismatchError, RunExistsError
+from acme_xr.manifest import Manifest
 from acme_xr.storage.hdf5 import read_payload
 
 from .conftest import listing
@@ -43,11 +43,6 @@ def set_flags(flags: Any, calls: list[int]) -> str:
     return str(flags)
 
 
-def manifest_of(out: Any) -> dict[str, Any]:
-    with open(os.path.join(out, "manifest.json")) as fh:
-        return json.load(fh)
-
-
 def test_resume_runs_only_the_calls_without_a_valid_payload(client: Any, tmp_path: Any) -> None:
     out, flags, markers = tmp_path / "run", tmp_path / "flags", str(tmp_path / "m")
     args = (list(range(10)), 1.5, set_flags(flags, [2, 5]), markers)
@@ -55,17 +50,17 @@ def test_resume_runs_only_the_calls_without_a_valid_payload(client: Any, tmp_pat
         ParallelMap(flaky, *args, output_dir=str(out)).compute()
     # meanwhile: one payload is lost, one call finished without reaching the manifest
     os.unlink(out / "flaky_7.h5")
-    m = manifest_of(out)
-    m["calls"]["status"][8] = 0
-    (out / "manifest.json").write_text(json.dumps(m))
+    run = Manifest.read(str(out))
+    run.forget(8)
+    run.write(str(out))
     for name in os.listdir(flags):
         os.unlink(flags / name)
     os.rename(markers, markers + "-first")
 
     files = ParallelMap(flaky, *args, output_dir=str(out), resume=True).compute()
     assert sorted(executions(markers)) == [2, 5, 7]  # call 8's payload was adopted as it is
-    m = manifest_of(out)
-    assert m["state"] == "complete" and m["counts"]["done"] == 10 and m["errors"] == {}
+    run = Manifest.read(str(out))
+    assert run.state == "complete" and run.counts["done"] == 10 and run.errors == {}
     clean = ParallelMap(flaky, list(range(10)), 1.5, str(flags), str(tmp_path / "m2"),
                         output_dir=str(tmp_path / "clean")).compute()
     for got, want in zip(files, clean, strict=True):
@@ -104,7 +99,8 @@ def test_resume_a_single_file_run(client: Any, tmp_path: Any) -> None:
         np.testing.assert_array_equal(fh["result_0"][()],
                                       [np.arange(3.0) + 10 * i for i in range(5)])
         assert [fh[f"comp_{i}/result_1"][()] for i in range(5)] == [i / 2 for i in range(5)]
-    assert sorted(os.listdir(out)) == ["manifest.json", "stacked.h5", "stacked.log"]
+    assert sorted(os.listdir(out)) == ["acme_xr_call.pkl", "manifest.calls", "manifest.json",
+                                       "stacked.h5", "stacked.log"]
 
 
 def other(i: int, gain: float, flags: str, markers: str) -> tuple[np.ndarray, str]:

@@ -28,7 +28,9 @@ HANG = 30.0  # seconds: far above the 2 s goal, only to tell a hang
 
 
 def the_message(stderr: str) -> re.Match[str]:
-    found = re.findall(r"^acme_xr \d\d:\d\d:\d\d WARNING: (interrupted: .*)$", stderr, re.M)
+    # not anchored at the line's start: a worker still importing when the Ctrl-C came may
+    # print its traceback into the same line (see docs/faults.md)
+    found = re.findall(r"acme_xr \d\d:\d\d:\d\d WARNING: (interrupted: .*)$", stderr, re.M)
     assert len(found) == 1, stderr
     m = re.fullmatch(r"interrupted: (\d+) of 24 calls finished and are kept in (.+)\. To "
                      r"finish the run, call ParallelMap\(slow, \.\.\., output_dir='(.+)', "
@@ -50,7 +52,7 @@ def test_ctrl_c_during_the_run_says_what_was_kept_and_how_to_resume(tmp_path: An
                          interrupt_after=6, group=True)
     assert seconds < HANG + 10
     m = the_message(run.stderr)
-    assert int(m.group(1)) == len(done_calls(run.manifest)) > 0
+    assert int(m.group(1)) == len(done_calls(run)) > 0
     assert m.group(2) == m.group(3) == out and shlex.split(m.group(4)) == [out]
     # no worker's traceback: the one traceback is the script's own KeyboardInterrupt
     assert run.stderr.count("Traceback (most recent call last)") == 1, run.stderr
@@ -167,7 +169,7 @@ def test_ctrl_c_in_acme_xr_demo_ends_it_with_the_message_alone(tmp_path: Any) ->
             proc.wait()
     stderr = seen + stderr
     assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr + stdout
+    assert "Traceback" not in stderr + stdout, stderr
     (line,) = [x for x in stderr.splitlines() if "WARNING: interrupted: " in x]
     assert f"of 3000 calls finished and are kept in {out}" in line
     assert line.endswith(f"acme-xr resume {out}")

@@ -34,17 +34,20 @@ def complete_run(out: Any, n: int = 6) -> None:
 
 
 def damage(path: Any, kind: str) -> None:
+    if kind == "calls log garbage":  # the per-call records, beside the header
+        (path.parent / "manifest.calls").write_bytes(b"\x89\xff\x00acme\x13" * 40)
+        return
     raw = path.read_bytes()
     path.write_bytes({
         "truncated": raw[: len(raw) // 2],
         "garbage": b"\x89\xff\x00acme\x13" * 40,
         "empty file": b"",
         "empty JSON": b"{}",
-        "no calls": json.dumps({**json.loads(raw), "calls": None}).encode(),
+        "no n_inputs": json.dumps({**json.loads(raw), "n_inputs": None}).encode(),
     }[kind])
 
 
-KINDS = ["truncated", "garbage", "empty file", "empty JSON", "no calls"]
+KINDS = ["truncated", "garbage", "empty file", "empty JSON", "no n_inputs", "calls log garbage"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -131,8 +134,11 @@ def test_the_manifest_reaches_the_disk_before_it_replaces_the_old_one(
     m.write(str(tmp_path))
     monkeypatch.setattr(os, "fsync", recording_fsync)
     path = m.write(str(tmp_path))
-    # the new file's data, then the directory entry that renamed it into place
-    assert synced == [(False, os.stat(path).st_ino), (True, os.stat(tmp_path).st_ino)]
+    # each new file's data, then the directory entry that renamed it into place: the
+    # calls log first, then the header that describes it
+    log = os.stat(tmp_path / "manifest.calls").st_ino
+    here = os.stat(tmp_path).st_ino
+    assert synced == [(False, log), (True, here), (False, os.stat(path).st_ino), (True, here)]
 
 
 @pytest.mark.slow

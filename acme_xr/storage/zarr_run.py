@@ -200,7 +200,7 @@ class ZarrRun(HdfPayloads):
 
     @classmethod
     def reader_options(cls, manifest: Manifest) -> dict[str, Any]:
-        return {"in_store": np.array([f == "zarr" for f in manifest.fmt], bool)}
+        return {"in_store": manifest.fmt.equals("zarr")}
 
     def finalize(self, manifest: Manifest) -> str | None:
         """Move the calls still in payload files into the zarr store where they fit, and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from acme_xr import ParallelMap, open_results
+from acme_xr.manifest import Manifest
 from acme_xr.storage import hdf5
 from acme_xr.storage.values import to_variables
 from acme_xr.storage.zarr import ZarrStore
@@ -62,14 +62,15 @@ def test_resume_runs_only_the_calls_missing_from_the_store(client: Any, tmp_path
     # as if the run had been interrupted: calls 5-7 never finished, 3-4 finished unrecorded
     for i in (5, 6, 7):
         shutil.rmtree(run / "vec.zarr" / "result_0" / "c" / str(i))
-    m = json.loads((run / "manifest.json").read_text())
-    m["calls"]["status"][3:] = [0] * 5
-    m["state"] = "interrupted"
-    (run / "manifest.json").write_text(json.dumps(m))
+    m = Manifest.read(str(run))
+    for i in range(3, 8):
+        m.forget(i)
+    m.state = "interrupted"
+    m.write(str(run))
     ParallelMap(vec, list(range(8)), storage="zarr", output_dir=str(run), resume=True).compute()
-    m = json.loads((run / "manifest.json").read_text())
-    assert m["calls"]["attempts"][3:5] == [1, 1]  # found in the store, not run again
-    assert m["calls"]["format"] == ["zarr"] * 8 and m["state"] == "complete"
+    m = Manifest.read(str(run))
+    assert m.attempts[3:5].tolist() == [1, 1]  # found in the store, not run again
+    assert list(m.fmt) == ["zarr"] * 8 and m.state == "complete"
     ds = open_results(run)
     np.testing.assert_array_equal(ds.result_0.values, np.stack([vec(i) for i in range(8)]))
     with xr.open_zarr(run / "vec.zarr") as z:
