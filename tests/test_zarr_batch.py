@@ -392,3 +392,32 @@ def test_a_probe_call_hdf5_cannot_hold_is_pickled_with_a_warning(tmp_path: Any) 
         got = value[0] if isinstance(value, list) else value
         assert got.attrs["units"] == "\x00" and got.values.tolist() == [i + 1.0, i + 2.0,
                                                                         i + 3.0]
+
+
+# -- chunk length of fast calls ------------------------------------------------------------
+@pytest.mark.parametrize(("probe_seconds", "least", "most"), [
+    (2e-5, 25_000, 25_000),  # capped by 4 batches per worker slot (200,000 calls, 2 slots)
+    (5e-4, 4000, 4000),      # about a payload write: 2 s of such calls at most
+    (1e-3, 2000, 2000),
+    (1e-2, 20, 20),          # slower than a payload write: ~0.2 s a batch
+])
+def test_a_probe_as_fast_as_a_payload_write_gives_chunks_of_thousands_of_calls(
+        tmp_path: Any, probe_seconds: float, least: int, most: int) -> None:
+    """The probe calls also write a payload file (~0.5-1 ms): a million 10 us calls sized
+    by that time made 5,000 chunks of 200 calls, each batch's task and chunk writes then
+    costing as much as its calls (issue 12: zarr at most 1.5x the memory run)."""
+    from acme_xr.manifest import Manifest
+    from acme_xr.storage.registry import backend_class
+    from acme_xr.storage.zarr_batch import chunk_batcher
+
+    n = 200_000
+    backend = backend_class("zarr")(output_dir=str(tmp_path), stem="tiny", n_calls=n)
+    backend.prepare()
+    manifest = Manifest.new(n, {"func": {"name": "tiny"}})
+    batcher = chunk_batcher(backend, manifest, list(range(n)), slots=2)
+    assert batcher is not None
+    probe = [0, 1, 2, 3]
+    written = backend.write_batch([(i, tiny(i)) for i in probe], templates={}, warnings=[])
+    backend.collected(written, manifest)
+    manifest.duration[probe] = probe_seconds
+    assert least <= batcher.decide(None, probe) <= most  # type: ignore[misc]

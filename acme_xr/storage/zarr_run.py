@@ -198,6 +198,15 @@ class ZarrRun(HdfPayloads):
             return self.store
         return super().file_of(manifest, i)
 
+    def results(self, manifest: Manifest) -> list[Any]:
+        """The store for each call in it, the payload file of each call kept as one (None:
+        not done); one list built at once, not one look-up per call."""
+        in_store = (manifest.status == DONE) & self.reader_options(manifest)["in_store"]
+        out: list[Any] = [self.store] * manifest.n_inputs
+        for i in np.flatnonzero(~in_store).tolist():
+            out[i] = super().file_of(manifest, i)
+        return out
+
     @classmethod
     def reader_options(cls, manifest: Manifest) -> dict[str, Any]:
         return {"in_store": np.array([f == "zarr" for f in manifest.fmt], bool)}
