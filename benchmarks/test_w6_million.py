@@ -46,6 +46,44 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+class _ClientTime:
+    """Seconds the client spends in ``Collector.add`` (recording each batch's outcomes in
+    the manifest, keeping memory mode's values) and ``ManifestWriter.write`` (the periodic
+    and the final manifest writes): the share of a run that is client-side recording,
+    reported next to the wall time."""
+
+    def __init__(self) -> None:
+        self.add = self.write = 0.0
+
+    def __enter__(self) -> _ClientTime:
+        from acme_xr.collect import Collector, ManifestWriter
+
+        self.saved = Collector.add, ManifestWriter.write
+        timer = self
+
+        def add(sink: Any, result: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                timer.saved[0](sink, result)
+            finally:
+                timer.add += time.perf_counter() - t0
+
+        def write(writer: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                timer.saved[1](writer)
+            finally:
+                timer.write += time.perf_counter() - t0
+
+        Collector.add, ManifestWriter.write = add, write  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from acme_xr.collect import Collector, ManifestWriter
+
+        Collector.add, ManifestWriter.write = self.saved  # type: ignore[method-assign]
+
+
 def _files(path: str) -> int:
     return sum(len(files) for _, _, files in os.walk(path))
 
@@ -68,9 +106,15 @@ def _run(benchmark: Any, round_dirs: Any, n: int, mode: str) -> None:
     def target(d: str | None) -> None:
         kw: dict[str, Any] = ({"write_worker_results": False} if d is None
                               else {"storage": "zarr", "output_dir": d})
-        out = acme_xr.ParallelMap(workloads.full4, list(range(n)), verbose=False,
-                                  **kw).compute()
+        with _ClientTime() as client_time:
+            t0 = time.perf_counter()
+            out = acme_xr.ParallelMap(workloads.full4, list(range(n)), verbose=False,
+                                      **kw).compute()
+            wall = time.perf_counter() - t0
         extra["client_peak_rss_MB"] = round(_peak_rss_mb())
+        extra["client_add_s"] = round(client_time.add, 2)
+        extra["client_manifest_write_s"] = round(client_time.write, 2)
+        extra["client_recording_share"] = round((client_time.add + client_time.write) / wall, 2)
         if d is None:
             assert len(out) == n and out[-1][0] == n - 1
 
