@@ -109,7 +109,11 @@ class CallStackArray(BackendArray):
                  store_name: str | None = None, mask: bool = False,
                  sizes: np.ndarray | None = None, spans: np.ndarray | None = None,
                  ranges: Ranges | None = None, gaps_only: bool = False) -> None:
-        present = [s for s in shapes if s is not None]
+        # every call of one shape (a million-call run, mostly): one C-level pass
+        first = shapes[0] if shapes else None
+        uniform = first is not None and shapes.count(first) == len(shapes)
+        present = [first] if first is not None and uniform else [
+            s for s in shapes if s is not None]
         ndim = len(present[0]) if present else 0
         self.maxshape = tuple(max((s[j] for s in present), default=0) for j in range(ndim))
         self.run_dir = run_dir
@@ -122,8 +126,11 @@ class CallStackArray(BackendArray):
         self.shape = (len(shapes), *self.maxshape)
         # per call: has values / has them at the full shape (a block's look-ups are then
         # array operations, not a Python loop over its calls: 1,000,000 calls of a zarr run)
-        self.present = np.fromiter((s is not None for s in shapes), bool, len(shapes))
-        self.full = np.fromiter((s == self.maxshape for s in shapes), bool, len(shapes))
+        if uniform:
+            self.present = self.full = np.ones(len(shapes), bool)
+        else:
+            self.present = np.fromiter((s is not None for s in shapes), bool, len(shapes))
+            self.full = np.fromiter((s == self.maxshape for s in shapes), bool, len(shapes))
         # calls whose values are in the run's zarr store rather than in a payload file
         self.in_store = np.zeros(len(shapes), bool) if in_store is None else in_store
         self.store_name = store_name or name
@@ -152,7 +159,8 @@ class CallStackArray(BackendArray):
         )
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
-        calls = np.arange(self.shape[0])[key[0]]
+        calls = (np.arange(*key[0].indices(self.shape[0])) if isinstance(key[0], slice)
+                 else np.arange(self.shape[0])[key[0]])
         single = np.ndim(calls) == 0
         calls = np.atleast_1d(calls)
         rest = tuple(key[1:])
