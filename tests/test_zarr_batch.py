@@ -421,3 +421,21 @@ def test_a_probe_as_fast_as_a_payload_write_gives_chunks_of_thousands_of_calls(
     backend.collected(written, manifest)
     manifest.duration[probe] = probe_seconds
     assert least <= batcher.decide(None, probe) <= most  # type: ignore[misc]
+
+
+def test_open_results_reads_a_store_in_blocks_of_whole_chunks(client: Any,
+                                                               tmp_path: Any) -> None:
+    """Each dask block of a variable held by the store alone is whole chunks: a block
+    that cut a chunk would make two tasks decode it, and blocks of 1000 calls made a
+    million-call mean 1000 tasks of ~5 ms overhead each (issue 12: mean under 5 s)."""
+    n = 3000
+    out = tmp_path / "run"
+    ParallelMap(tiny, list(range(n)), storage="zarr", output_dir=str(out), batch_size=300,
+                verbose=False).compute()
+    (length,) = set(chunk_lengths(out / "tiny.zarr").values())
+    assert length == 300
+    ds = open_results(out)
+    blocks = ds.result_0.data.chunks[0]
+    assert all(b % length == 0 for b in blocks[:-1]) and sum(blocks) == n
+    assert len(blocks) == 1  # 3000 calls: one block, not three
+    np.testing.assert_array_equal(ds.result_0.values[:, 0], np.arange(float(n)))
