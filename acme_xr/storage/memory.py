@@ -24,6 +24,7 @@ array([ 0, 10, 20])
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ __all__ = ["InMemory", "StackedResults"]
 _STACKABLE_KINDS = "biufc"
 # calls named in one warning
 _NAMED = 20
+# single return values stacked at once (a bounded buffer of per-call objects)
+_PENDING = 4096
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ class StackedResults:
     A ``result_k`` that is not a plain number or NumPy array (a string, a dict, an xarray
     object, a masked array) is kept per call, in a list. So is a numeric ``result_k`` whose
     shape or dtype differs between calls (ragged returns), with a ``UserWarning`` naming
-    the first call that differed. A ``result_0`` whose dtype cannot be cast to
-    ``result_dtype`` within its kind (complex to float, float to int) is cast as ACME
-    casts it, with a ``UserWarning`` naming those calls.
+    the calls that differ from the most common shape and dtype. A ``result_0`` whose dtype
+    cannot be cast to ``result_dtype`` within its kind (complex to float, float to int) is
+    cast as ACME casts it, with a ``UserWarning`` naming those calls.
 
     Parameters
     ----------
@@ -106,12 +109,48 @@ class StackedResults:
         # has returned that value yet)
         self.stacks: list[np.ndarray | list[Any] | None] = [np.empty(shape, dtype)]
         self.filled: list[np.ndarray] = [np.zeros(n_calls, bool)]
-        self.recast: list[str] = []
-        self.ragged: list[tuple[int, str]] = []
+        # calls whose result_0 was cast across kinds (allocated at the first), and their dtypes
+        self.recast: np.ndarray | None = None
+        self.recast_dtypes: set[str] = set()
+        # return values kept per call because their calls differ (named at the end)
+        self.ragged: set[int] = set()
+        # calls of one return value kept until _PENDING of them are stacked at once
+        self.pending: list[tuple[int, Any]] = []
 
     def __setitem__(self, i: int, value: Any) -> None:
         """Keep call ``i``'s return value (a tuple: several return values)."""
-        parts = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple):
+            self._put_parts(i, value)
+            return
+        self.pending.append((i, value))
+        if len(self.pending) >= _PENDING:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Stack the pending single return values with one assignment (~50x cheaper per
+        call than one by one); one by one when they differ in shape or kind."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        out = self.stacks[0]
+        assert isinstance(out, np.ndarray)
+        try:
+            block = np.asarray([v for _, v in pending])
+        except ValueError:  # rows of different shapes
+            block = None
+        row = out.shape[:self.axis] + out.shape[self.axis + 1:]
+        if (block is None or block.shape[1:] != row or block.dtype.kind not in "biufc"
+                or not np.can_cast(block.dtype, out.dtype, "same_kind")):
+            for i, v in pending:
+                self._put_parts(i, (v,))
+            return
+        calls = np.fromiter((i for i, _ in pending), np.intp, len(pending))
+        index: list[Any] = [slice(None)] * out.ndim
+        index[self.axis] = calls
+        out[tuple(index)] = np.moveaxis(block, 0, self.axis)
+        self.filled[0][calls] = True
+
+    def _put_parts(self, i: int, parts: tuple[Any, ...]) -> None:
         for k, part in enumerate(parts):
             if k == len(self.stacks):
                 self.stacks.append(None)
@@ -131,8 +170,10 @@ class StackedResults:
         if np.can_cast(src.dtype, out.dtype, "same_kind"):
             out[tuple(index)] = src
             return
-        if len(self.recast) < _NAMED:
-            self.recast.append(f"call {i} ({src.dtype})")
+        if self.recast is None:
+            self.recast = np.zeros(self.n_calls, bool)
+        self.recast[i] = True
+        self.recast_dtypes.add(src.dtype.name)
         with warnings.catch_warnings():  # ACME's cast, reported once in results()
             warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             out[tuple(index)] = src
@@ -150,10 +191,7 @@ class StackedResults:
                 return
             self.stacks[k] = stack = np.empty((self.n_calls, *arr.shape), arr.dtype)
         elif arr is None or arr.shape != stack.shape[1:] or arr.dtype != stack.dtype:
-            what = ("a " + type(part).__name__ if arr is None
-                    else f"{arr.dtype} of shape {arr.shape}")
-            self.ragged.append((k, f"result_{k} of call {i} is {what}, unlike the "
-                                   f"{stack.dtype} values of shape {stack.shape[1:]} before it"))
+            self.ragged.add(k)
             per_call: list[Any] = [stack[j] if done else None
                                    for j, done in enumerate(self.filled[k])]
             per_call[i] = part
@@ -173,20 +211,47 @@ class StackedResults:
         -----
         UserWarning
             Naming the calls whose ``result_0`` was cast across kinds to ``result_dtype``,
-            and the first call of each ``result_k`` kept per call because it differed.
+            and the calls whose ``result_k`` differed from the others' dtype or shape (that
+            ``result_k`` is then kept per call).
         """
-        if self.recast:
+        self._flush()
+        if self.recast is not None:
             dtype = self.stacks[0].dtype  # type: ignore[union-attr]
             warnings.warn(
-                f"result_0 of {', '.join(self.recast)} cast to result_dtype={dtype.name}; "
+                f"result_0 of {_calls(np.flatnonzero(self.recast).tolist())} "
+                f"({', '.join(sorted(self.recast_dtypes))}) cast to result_dtype={dtype.name}; "
                 "values may have changed (pass a result_dtype that holds them)",
                 UserWarning, stacklevel=4)
-        for k, reason in self.ragged:
-            warnings.warn(f"{reason}: result_{k} is returned per call (a list), not stacked",
-                          UserWarning, stacklevel=4)
+        for k in sorted(self.ragged):
+            per_call = self.stacks[k]
+            assert isinstance(per_call, list)
+            warnings.warn(_ragged(k, per_call), UserWarning, stacklevel=4)
         out = [_masked(stack, filled, self.axis if k == 0 else 0)
                for k, (stack, filled) in enumerate(zip(self.stacks, self.filled, strict=True))]
         return out[0] if len(out) == 1 else out
+
+
+def _calls(calls: list[int]) -> str:
+    """``call 3`` or ``calls [3, 7, ...]`` (the first :data:`_NAMED`) and how many."""
+    if len(calls) == 1:
+        return f"call {calls[0]}"
+    more = f" and {len(calls) - _NAMED} more" if len(calls) > _NAMED else ""
+    return f"calls {calls[:_NAMED]}{more}"
+
+
+def _signature(part: Any) -> str:
+    arr = _stackable(part)
+    return "a " + type(part).__name__ if arr is None else f"{arr.dtype} of shape {arr.shape}"
+
+
+def _ragged(k: int, values: list[Any]) -> str:
+    """The warning of a return value kept per call: the calls that differ from the most
+    common dtype and shape (in call order, whatever order the calls arrived in)."""
+    signatures = [None if v is None else _signature(v) for v in values]
+    common = Counter(s for s in signatures if s is not None).most_common(1)[0][0]
+    odd = [i for i, s in enumerate(signatures) if s is not None and s != common]
+    return (f"result_{k} of {_calls(odd)} is {signatures[odd[0]]}, unlike the {common} of "
+            f"the other calls: result_{k} is returned per call (a list), not stacked")
 
 
 def _stackable(part: Any) -> np.ndarray | None:

@@ -49,6 +49,19 @@ def test_stacked_equals_np_stack_in_any_arrival_order(n: int, row: int, axis: in
     np.testing.assert_array_equal(result_1, np.stack([v[1] for v in values]))
 
 
+@settings(max_examples=30, deadline=None)
+@given(order=st.permutations(range(6)), odd=st.integers(0, 5))
+def test_the_warnings_name_the_same_calls_in_any_arrival_order(order: list[int],
+                                                                odd: int) -> None:
+    stacked = StackedResults(6, (None,), np.dtype("float64"))
+    for i in order:
+        stacked[i] = (1j if i == odd else float(i), np.arange(2 + (i == odd)))
+    with pytest.warns(UserWarning) as caught:
+        stacked.results()
+    assert sorted(str(w.message).split(" cast ")[0].split(" is ")[0] for w in caught) == [
+        f"result_0 of call {odd} (complex128)", f"result_1 of call {odd}"]
+
+
 def row_and_more(x: int) -> tuple[np.ndarray, np.int32, np.ndarray, str]:
     return np.arange(4.0) + x, np.int32(-x), np.full((2, 3), x, np.uint8), f"call {x}"
 
@@ -113,8 +126,8 @@ def complex_row(x: int) -> np.ndarray:
 
 
 def test_a_cast_across_kinds_warns_naming_the_calls(client: Any) -> None:
-    with pytest.warns(UserWarning, match=r"result_0 of call 0 \(complex128\), call 1 "
-                                         r"\(complex128\) cast to result_dtype=float64"):
+    with pytest.warns(UserWarning, match=r"result_0 of calls \[0, 1\] \(complex128\) cast "
+                                         r"to result_dtype=float64"):
         out = ParallelMap(complex_row, [0, 1], result_shape=(None, 2), batch_size=1,
                           write_worker_results=False, verbose=False).compute()
     assert out.tolist() == [[0.0, 0.0], [1.0, 1.0]]  # ACME's cast: the real part
