@@ -40,7 +40,7 @@ _STACKABLE_KINDS = "biufc"
 # calls named in one warning
 _NAMED = 20
 # single return values stacked at once (a bounded buffer of per-call objects)
-_PENDING = 4096
+_PENDING = 1024
 
 
 @dataclass(frozen=True)
