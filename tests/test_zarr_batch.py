@@ -439,3 +439,25 @@ def test_open_results_reads_a_store_in_blocks_of_whole_chunks(client: Any,
     assert all(b % length == 0 for b in blocks[:-1]) and sum(blocks) == n
     assert len(blocks) == 1  # 3000 calls: one block, not three
     np.testing.assert_array_equal(ds.result_0.values[:, 0], np.arange(float(n)))
+
+
+def test_a_chunks_calls_share_one_description_pickled_once(tmp_path: Any) -> None:
+    """The calls of a chunk that fit its arrays have equal descriptions (name, shape, dtype,
+    dims): the worker hands out one object for all of them, so a batch's outcome pickles
+    it once, not once per call (the client unpickled a million of them)."""
+    from acme_xr.storage.registry import backend_class
+
+    n = 8
+    backend = backend_class("zarr")(output_dir=str(tmp_path), stem="tiny", n_calls=n)
+    backend.prepare()
+    backend.zarr.chunk = n
+    written = backend.write_batch([(0, tiny(0))], templates={}, warnings=[])  # the probe
+    backend.zarr.ensure_arrays(written[0].meta, {})
+    staged = [backend.stage(i, tiny(i), {}, [])[0] for i in range(1, n)]
+    assert {w.fmt for w in staged} == {"zarr"}
+    assert all(w.meta is staged[0].meta for w in staged)
+    one = len(pickle.dumps([staged[0]]))
+    assert len(pickle.dumps(staged)) < one + 20 * (n - 1)  # a reference per call, no copy
+    # a call of another shape gets its own description (a payload file)
+    other = backend.stage(n - 1, np.arange(5.0), {}, [])[0]
+    assert other.meta is not staged[0].meta and other.meta[0][1] == (5,)

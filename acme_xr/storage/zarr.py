@@ -157,6 +157,8 @@ class ZarrStore:
         self.deferred = False
         self.decided = False
         self.first_meta: Any = None
+        # worker side: the last call's description, handed out again for an equal one
+        self.last_meta: Any = None
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()
