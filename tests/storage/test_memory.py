@@ -133,7 +133,7 @@ def test_a_cast_across_kinds_warns_naming_the_calls(client: Any) -> None:
     assert out.tolist() == [[0.0, 0.0], [1.0, 1.0]]  # ACME's cast: the real part
 
 
-ROW = 64  # float64: 512 bytes of results per call
+ROW = 128  # float64: 1 KiB of results per call
 
 
 def wide_row(x: int) -> np.ndarray:
@@ -146,8 +146,9 @@ def test_client_peak_memory_per_call_is_the_results_bytes(client: Any) -> None:
     in-process scheduler of the test cluster) stays within the results' bytes plus a
     fixed budget per call for the run's bookkeeping (the inputs in the scheduler's graph,
     the manifest: ~460 bytes here); a Python object per call (an ndarray: 112 bytes + its
-    data) and the copy into the stacked array at the end exceed it (1,392 bytes per call
-    measured before StackedResults, 972 with it)."""
+    data) and the copy into the stacked array at the end exceed it. Measured here: 1,551
+    bytes per call with StackedResults, 2,452 before (the per-call list, stacked at the
+    end), for 1,024 bytes of results per call."""
     n = 100_000
     result_bytes = ROW * 8
     pmap = ParallelMap(wide_row, list(range(n)), result_shape=(None, ROW),
@@ -163,5 +164,5 @@ def test_client_peak_memory_per_call_is_the_results_bytes(client: Any) -> None:
         tracemalloc.stop()
     assert out.shape == (n, ROW) and out[-1, 0] == n - 1
     per_call = (peak - base) / n
-    assert per_call < result_bytes + 640, (
+    assert per_call < result_bytes + 768, (
         f"peak {per_call:.0f} bytes per call for {result_bytes} bytes of results per call")
