@@ -32,8 +32,6 @@ import traceback
 import warnings
 from typing import Any
 
-import numpy as np
-
 from . import config
 from .errors import ComputeError, StorageError
 from .layout import RunLayout
@@ -42,10 +40,11 @@ from .progress import Progress
 from .shipping import unshipped
 from .storage.atomic import SpaceReserve
 from .storage.base import StorageBackend, Written
+from .storage.memory import StackedResults
 from .worker import FAILED as CALL_FAILED
 from .worker import OK, BatchResult, WriteSpec
 
-__all__ = ["Collector", "ManifestWriter", "adopt_payloads", "compute_error", "stack"]
+__all__ = ["Collector", "ManifestWriter", "adopt_payloads", "compute_error"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class ManifestWriter:
 class Collector:
     """Receives batch outcomes on the client: manifest, values, progress, periodic flush."""
 
-    def __init__(self, manifest: Manifest, values: list[Any] | None,
+    def __init__(self, manifest: Manifest, values: list[Any] | StackedResults | None,
                  writer: ManifestWriter | None, total: int, verbose: bool | None,
                  backend: StorageBackend | None = None) -> None:
         self.backend = backend
@@ -278,20 +277,3 @@ def compute_error(manifest: Manifest, layout: RunLayout | None, results: list[An
     return ComputeError(message, failed=errors, results=results,
                         manifest=layout.manifest if layout else None, logfile=logfile)
 
-
-def stack(values: list[Any], result_shape: tuple[Any, ...], dtype: np.dtype) -> Any:
-    """Memory mode with result_shape: stack result_0 along the None axis."""
-    axis = result_shape.index(None)
-    shape = [len(values) if s is None else int(s) for s in result_shape]
-    out = np.empty(shape, dtype=dtype)
-    extra: list[list[Any]] = []
-    for i, value in enumerate(values):
-        parts = value if isinstance(value, tuple) else (value,)
-        index: list[Any] = [slice(None)] * len(shape)
-        index[axis] = i
-        out[tuple(index)] = parts[0]
-        for k, part in enumerate(parts[1:]):
-            if len(extra) <= k:
-                extra.append([None] * len(values))
-            extra[k][i] = part
-    return out if not extra else [out, *extra]

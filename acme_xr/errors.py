@@ -134,9 +134,10 @@ class ComputeError(AcmeXrError, RuntimeError):
     ----------
     failed : dict
         Call index -> ``{"type", "message", "traceback"}`` of each failed call.
-    results : list or None
+    results : list, numpy.ma.MaskedArray or None
         Whatever :meth:`ParallelMap.compute` would have returned, with ``None`` at
-        the failed calls (file paths in disk mode, return values in memory mode).
+        the failed calls (file paths in disk mode, return values in memory mode); in
+        memory mode with ``result_shape`` the stacked arrays, masked at the failed calls.
     manifest : str or None
         Path of the run manifest that records every call's outcome.
     logfile : str or None
@@ -148,7 +149,7 @@ class ComputeError(AcmeXrError, RuntimeError):
         message: str,
         *,
         failed: dict[int, dict[str, Any]] | None = None,
-        results: list[Any] | None = None,
+        results: Any = None,
         manifest: str | None = None,
         logfile: str | None = None,
     ) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._version import __version__
 from .acme_compat import AcmeAttributes
-from .collect import Collector, ManifestWriter, adopt_payloads, compute_error, stack
+from .collect import Collector, ManifestWriter, adopt_payloads, compute_error
 from .dryrun import confirm, dry_run
 from .engine import execute
 from .errors import (
@@ -48,6 +48,7 @@ from .shipping import ship_runner
 from .storage.atomic import remove_stale_temporaries
 from .storage.checksums import ALGORITHM
 from .storage.checksums import enabled as checksums_enabled
+from .storage.memory import StackedResults
 from .storage.values import PAYLOAD_FORMAT
 from .storage.zarr_batch import chunk_batcher
 from .worker import Runner, WriteSpec, split_values_for
@@ -86,7 +87,9 @@ class ParallelMap(AcmeAttributes):
     result_shape : tuple, optional
         Shape of the stacked ``result_0`` with one ``None`` for the call axis, e.g.
         ``(None, 100)``; ``np.inf`` marks an axis of any length. The container then holds
-        a virtual dataset ``result_0`` over all payloads (a stacked array in memory mode).
+        a virtual dataset ``result_0`` over all payloads. In memory mode :meth:`compute`
+        returns ``result_0`` stacked (and each further return value stacked on a leading
+        call axis, see :class:`~acme_xr.storage.memory.StackedResults`).
     result_dtype : str
         dtype of that dataset (default ``"float"``).
     single_file : bool
@@ -421,7 +424,7 @@ class ParallelMap(AcmeAttributes):
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
-            values: list[Any] | None = None if layout is not None else [None] * self.n_inputs
+            values = None if layout is not None else self._memory_values()
             try:
                 if writer is not None:  # in here: a Ctrl-C during it says the same
                     writer.write()
@@ -582,7 +585,7 @@ class ParallelMap(AcmeAttributes):
 
     def _run(
         self, manifest: Manifest, writer: ManifestWriter | None, layout: RunLayout | None,
-        values: list[Any] | None, debug: bool,
+        values: list[Any] | StackedResults | None, debug: bool,
     ) -> None:
         todo = [int(i) for i in np.flatnonzero(manifest.status != DONE)]
         if not todo:
@@ -667,24 +670,33 @@ class ParallelMap(AcmeAttributes):
             log.error("while %s the run: %s", "stopping" if interrupted else "finishing", problem)
         return problems
 
-    def _outcome(self, manifest: Manifest, layout: RunLayout | None, values: list[Any] | None,
-                 problems: list[Exception]) -> Any:
+    def _memory_values(self) -> list[Any] | StackedResults:
+        """Where memory mode keeps the return values: stacked as they arrive with
+        ``result_shape``, else a list (one value per call)."""
+        o = self.options
+        if o.result_shape is None:
+            return [None] * self.n_inputs
+        return StackedResults(self.n_inputs, o.result_shape, o.result_dtype)
+
+    def _outcome(self, manifest: Manifest, layout: RunLayout | None,
+                 values: list[Any] | StackedResults | None, problems: list[Exception]) -> Any:
+        stacked = isinstance(values, StackedResults)
         if layout is not None:
-            results: list[Any] = layout.backend.results(manifest)
+            results: Any = layout.backend.results(manifest)
         else:
             assert values is not None
-            results = values
+            results = values.results() if isinstance(values, StackedResults) else values
         failed = manifest.indices(FAILED)
         if len(failed):
-            error = compute_error(manifest, layout, results, self.logfile)
+            # stacked results are masked at the failed calls, not a list with None there
+            error = compute_error(manifest, layout, [] if stacked else results, self.logfile)
+            if stacked:
+                error.results = results
             self.results = error.results
             raise error
-        if problems:
-            self.results = results
-            raise problems[0]
-        if layout is None and self.options.result_shape is not None:
-            results = stack(values, self.options.result_shape, self.options.result_dtype)  # type: ignore[arg-type]
         self.results = results
+        if problems:
+            raise problems[0]
         return results
 
 

@@ -67,7 +67,7 @@ from .scan import load_manifest, locate_run, refresh_pending
 from .storage.ranges import Ranges
 from .storage.registry import DEFAULT, backend_class, names
 from .storage.values import DATASET_ATTRS_ATTR, MASKED_ATTR, dtype_of, own_attrs
-from .storage.zarr import per_call
+from .storage.zarr import call_chunk, per_call
 
 __all__ = ["open_results", "build_dataset", "CallStackArray"]
 
@@ -81,6 +81,7 @@ __all__ = ["open_results", "build_dataset", "CallStackArray"]
 _BLOCK_BYTES = 64 * 2**20
 _MAX_BLOCK_CALLS = 1000
 _MAX_BLOCK_CALLS_BY_RANGE = 10_000
+_MAX_BLOCK_CALLS_IN_STORE = 100_000
 
 
 
@@ -113,6 +114,12 @@ def _output_dtype(native: np.dtype, gaps: bool, mask_integers: bool) -> tuple[np
 
 def _needs_mask(gaps: bool, masked: bool, dtype: np.dtype) -> bool:
     return masked or (gaps and dtype.kind not in "fc")
+
+
+def _uniform(shapes: list[tuple[int, ...] | None]) -> bool:
+    """Whether every call has values of one shape (a million-call run, mostly): one
+    C-level pass instead of Python loops over the calls."""
+    return bool(shapes) and shapes[0] is not None and shapes.count(shapes[0]) == len(shapes)
 
 
 def _shapes_checked(name: str, rec: VarRecord) -> list[tuple[int, ...] | None]:
@@ -181,6 +188,16 @@ def _coordinate(tpl: dict[str, Any]) -> xr.Variable:
     return xr.Variable(tuple(tpl["dims"]), _template_array(tpl), _attrs_of(tpl.get("attrs")))
 
 
+def _store_block(run_dir: str, header: dict[str, Any], name: str, n: int) -> int:
+    """Calls per dask block of a variable read from the zarr store alone: whole chunks,
+    ~100,000 calls (a store reads ~1-2 us a call: a block then takes ~0.1-0.2 s, and a
+    million calls are 10 blocks, not 1000 of ~5 ms of dask and zarr overhead each)."""
+    chunk = call_chunk(run_dir, header, name)
+    if chunk is None:
+        return _MAX_BLOCK_CALLS_BY_RANGE
+    return max(chunk, _MAX_BLOCK_CALLS_IN_STORE // chunk * chunk)
+
+
 def _readable(manifest: Manifest) -> np.ndarray:
     return (manifest.status == DONE) & manifest.fmt.isin(("h5", "zarr", None))
 
@@ -214,9 +231,13 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
     user_attrs: dict[str, Any] = {}
     by_range = bool(config.get("read.byte-ranges"))
     for name, rec in manifest.variables.items():
-        shapes = [s if readable[i] else None for i, s in enumerate(_shapes_checked(name, rec))]
-        present = [s for s in shapes if s is not None]
-        gaps = len(present) < n or any(s != present[0] for s in present)
+        checked = _shapes_checked(name, rec)
+        shapes = (list(checked) if readable.all() else
+                  [s if readable[i] else None for i, s in enumerate(checked)])
+        uniform = _uniform(shapes)
+        present = shapes[:1] if uniform else [s for s in shapes if s is not None]
+        ragged = not uniform and any(s != present[0] for s in present)
+        gaps = not uniform and (len(present) < n or ragged)
         native = dtype_of(rec.dtype, rec.attrs)
         dtype, fill = _output_dtype(native, gaps, mask_integers)
         masked = bool(rec.attrs.get(MASKED_ATTR))
@@ -224,8 +245,10 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         arr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
                              sizes=manifest.size, spans=rec.spans, ranges=ranges)
         arr.masked_nan = masked and dtype.kind in "fc"
-        in_files = np.array([s is not None for s in shapes], bool) & ~in_store
-        if ranges is None or arr.masked_nan or not ranges.usable[in_files].all():
+        in_files = arr.present & ~in_store
+        if not in_files.any():  # all in the zarr store: blocks of whole chunks
+            block = max(block, _store_block(run_dir, header, name, n))
+        elif ranges is None or arr.masked_nan or not ranges.usable[in_files].all():
             block = min(block, _MAX_BLOCK_CALLS)  # some calls are for h5py
         if _needs_mask(gaps, masked, dtype):
             marr = CallStackArray(run_dir, header, name, shapes, native, dtype, fill, in_store,
@@ -246,7 +269,7 @@ def build_dataset(run_dir: str, manifest: Manifest, *, dim: str = "call",
         per_call = max(1, int(np.prod(arr.maxshape, dtype=np.int64)) * max(dtype.itemsize, 8))
         block = min(block, max(1, _BLOCK_BYTES // per_call))
         data_vars[name] = var
-        if present and any(s != present[0] for s in present):
+        if ragged:
             shape_arr = np.array([s if s is not None else (-1,) * len(arr.maxshape)
                                   for s in shapes], dtype=np.int64).reshape(n, len(arr.maxshape))
             coords[f"{name}_shape"] = xr.Variable((dim, f"{name}_axis"), shape_arr)

@@ -387,3 +387,72 @@ def test_a_probe_call_hdf5_cannot_hold_is_pickled_with_a_warning(tmp_path: Any) 
         got = value[0] if isinstance(value, list) else value
         assert got.attrs["units"] == "\x00" and got.values.tolist() == [i + 1.0, i + 2.0,
                                                                         i + 3.0]
+
+
+# -- chunk length of fast calls ------------------------------------------------------------
+@pytest.mark.parametrize(("probe_seconds", "least", "most"), [
+    (2e-5, 25_000, 25_000),  # capped by 4 batches per worker slot (200,000 calls, 2 slots)
+    (5e-4, 4000, 4000),      # about a payload write: 2 s of such calls at most
+    (1e-3, 2000, 2000),
+    (1e-2, 20, 20),          # slower than a payload write: ~0.2 s a batch
+])
+def test_a_probe_as_fast_as_a_payload_write_gives_chunks_of_thousands_of_calls(
+        tmp_path: Any, probe_seconds: float, least: int, most: int) -> None:
+    """The probe calls also write a payload file (~0.5-1 ms): a million 10 us calls sized
+    by that time made 5,000 chunks of 200 calls, each batch's task and chunk writes then
+    costing as much as its calls (issue 12: zarr at most 1.5x the memory run)."""
+    from acme_xr.manifest import Manifest
+    from acme_xr.storage.registry import backend_class
+    from acme_xr.storage.zarr_batch import chunk_batcher
+
+    n = 200_000
+    backend = backend_class("zarr")(output_dir=str(tmp_path), stem="tiny", n_calls=n)
+    backend.prepare()
+    manifest = Manifest.new(n, {"func": {"name": "tiny"}})
+    batcher = chunk_batcher(backend, manifest, list(range(n)), slots=2)
+    assert batcher is not None
+    probe = [0, 1, 2, 3]
+    written = backend.write_batch([(i, tiny(i)) for i in probe], templates={}, warnings=[])
+    backend.collected(written, manifest)
+    manifest.duration[probe] = probe_seconds
+    assert least <= batcher.decide(None, probe) <= most  # type: ignore[misc]
+
+
+def test_open_results_reads_a_store_in_blocks_of_whole_chunks(client: Any,
+                                                               tmp_path: Any) -> None:
+    """Each dask block of a variable held by the store alone is whole chunks: a block
+    that cut a chunk would make two tasks decode it, and blocks of 1000 calls made a
+    million-call mean 1000 tasks of ~5 ms overhead each (issue 12: mean under 5 s)."""
+    n = 3000
+    out = tmp_path / "run"
+    ParallelMap(tiny, list(range(n)), storage="zarr", output_dir=str(out), batch_size=300,
+                verbose=False).compute()
+    (length,) = set(chunk_lengths(out / "tiny.zarr").values())
+    assert length == 300
+    ds = open_results(out)
+    blocks = ds.result_0.data.chunks[0]
+    assert all(b % length == 0 for b in blocks[:-1]) and sum(blocks) == n
+    assert len(blocks) == 1  # 3000 calls: one block, not three
+    np.testing.assert_array_equal(ds.result_0.values[:, 0], np.arange(float(n)))
+
+
+def test_a_chunks_calls_share_one_description_pickled_once(tmp_path: Any) -> None:
+    """The calls of a chunk that fit its arrays have equal descriptions (name, shape, dtype,
+    dims): the worker hands out one object for all of them, so a batch's outcome pickles
+    it once, not once per call (the client unpickled a million of them)."""
+    from acme_xr.storage.registry import backend_class
+
+    n = 8
+    backend = backend_class("zarr")(output_dir=str(tmp_path), stem="tiny", n_calls=n)
+    backend.prepare()
+    backend.zarr.chunk = n
+    written = backend.write_batch([(0, tiny(0))], templates={}, warnings=[])  # the probe
+    backend.zarr.ensure_arrays(written[0].meta, {})
+    staged = [backend.stage(i, tiny(i), {}, [])[0] for i in range(1, n)]
+    assert {w.fmt for w in staged} == {"zarr"}
+    assert all(w.meta is staged[0].meta for w in staged)
+    one = len(pickle.dumps([staged[0]]))
+    assert len(pickle.dumps(staged)) < one + 20 * (n - 1)  # a reference per call, no copy
+    # a call of another shape gets its own description (a payload file)
+    other = backend.stage(n - 1, np.arange(5.0), {}, [])[0]
+    assert other.meta is not staged[0].meta and other.meta[0][1] == (5,)

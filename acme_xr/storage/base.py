@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ..manifest import Manifest
 
 __all__ = ["StorageBackend", "Written", "payload_name", "storage_error", "check_shape",
-           "describe"]
+           "check_shape_of", "describe"]
 
 
 def payload_name(stem: str, i: int | str, ext: str = "h5") -> str:
@@ -81,8 +81,12 @@ def storage_error(path: str, exc: OSError) -> StorageError:
 
 def check_shape(spec: tuple[float | None, ...], variables: Sequence[Variable]) -> None:
     """Raise :class:`ResultShapeError` unless ``result_0`` fits ACME's ``result_shape``."""
+    check_shape_of(spec, variables[0].data.shape)
+
+
+def check_shape_of(spec: tuple[float | None, ...], first: tuple[int, ...]) -> None:
+    """:func:`check_shape` of a ``result_0`` of shape ``first``."""
     expected = [s for s in spec if s is not None]
-    first = variables[0].data.shape
     fits = len(first) == len(expected) and all(
         np.isinf(e) or int(e) == n for e, n in zip(expected, first, strict=True)
     )

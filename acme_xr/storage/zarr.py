@@ -35,6 +35,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -60,6 +61,20 @@ _CONFIG = {"write_empty_chunks": True}  # a chunk equal to the fill value still 
 def per_call(coordinate: str) -> str:
     """Name of the array holding a coordinate's value in every call."""
     return f"{coordinate}_per_call"
+
+
+def call_chunk(run_dir: str, header: dict[str, Any], name: str) -> int | None:
+    """Calls per chunk of the run's stored array ``name`` (from its ``zarr.json``, without
+    opening the store); None when the run has no store or the array is not in it."""
+    store = header.get("store")
+    if not store:
+        return None
+    try:
+        with open(os.path.join(run_dir, store, name, "zarr.json"), encoding="utf-8") as fh:
+            meta = json.load(fh)
+        return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def mask_of(name: str) -> str:
@@ -142,6 +157,8 @@ class ZarrStore:
         self.deferred = False
         self.decided = False
         self.first_meta: Any = None
+        # worker side: the last call's description, handed out again for an equal one
+        self.last_meta: Any = None
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()

@@ -44,6 +44,9 @@ __all__ = ["chunk_length", "write_rows", "done_calls", "ChunkBatcher", "MAX_CHUN
 MAX_CHUNK_BYTES = 64 * 2**20
 # batches per worker slot at least: the end of the run stays balanced
 _BATCHES_PER_SLOT = 4
+# a probe call also writes a payload file (~0.5-1 ms here), which the chunked calls do not:
+# a probe faster than this cannot tell the function's time from that write
+_PROBE_WRITE = 2e-3
 
 
 def chunk_length(n_calls: int, slots: int, per_call: float | None, call_bytes: int) -> int:
@@ -197,6 +200,12 @@ def chunk_batcher(backend: Any, manifest: Any, todo: Sequence[int], slots: int,
             # the fastest: each probe call also wrote a payload file (no arrays yet), and a
             # worker's first call pays for imports; later calls only stage their values
             per_call = float(seconds.min())
+        if per_call is not None and per_call < _PROBE_WRITE:
+            # mostly the probe's payload write: sized by it, 1,000,000 calls of 10 us made
+            # ~5,000 chunks of 200 calls, whose task and chunk-write costs (~5 ms a batch)
+            # doubled the run. Aim at the top of joblib's 0.2-2 s range instead: at most
+            # ~2 s a batch if the calls really take that long, else fewer, larger chunks
+            per_call /= 10
         return backend.chunking(manifest, slots, per_call, batch_size)  # type: ignore[no-any-return]
 
     return ChunkBatcher(todo, slots, length=length, decide=decide)

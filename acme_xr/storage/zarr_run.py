@@ -103,7 +103,13 @@ class ZarrRun(HdfPayloads):
                 return super().write_variables(i, variables, templates), None
             except NotStorable:  # e.g. an attribute HDF5 cannot hold: pickled, with a warning
                 return self.write_call(i, result, templates, warnings), None
-        return Written("zarr", describe(variables, templates), None), items
+        meta = describe(variables, templates)
+        if meta == self.zarr.last_meta:
+            # one object for a chunk's calls: pickled once per batch, not per call (the
+            # client unpickled 1,000,000 equal descriptions: ~3.6 us a call, 5x the bytes)
+            meta = self.zarr.last_meta
+        self.zarr.last_meta = meta
+        return Written("zarr", meta, None), items
 
     def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
         """Write the staged values ``rows`` of the batch ``batch`` as whole chunks.
@@ -197,6 +203,15 @@ class ZarrRun(HdfPayloads):
         if manifest.status[i] == DONE and manifest.fmt[i] == "zarr":
             return self.store
         return super().file_of(manifest, i)
+
+    def results(self, manifest: Manifest) -> list[Any]:
+        """The store for each call in it, the payload file of each call kept as one (None:
+        not done); one list built at once, not one look-up per call."""
+        in_store = (manifest.status == DONE) & self.reader_options(manifest)["in_store"]
+        out: list[Any] = [self.store] * manifest.n_inputs
+        for i in np.flatnonzero(~in_store).tolist():
+            out[i] = super().file_of(manifest, i)
+        return out
 
     @classmethod
     def reader_options(cls, manifest: Manifest) -> dict[str, Any]:
