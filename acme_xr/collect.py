@@ -32,6 +32,8 @@ import traceback
 import warnings
 from typing import Any
 
+import numpy as np
+
 from . import config
 from .errors import ComputeError, StorageError
 from .layout import RunLayout
