@@ -300,17 +300,19 @@ class Runner:
         # a backend writing whole chunks gets the batch's values at its end (a call run in
         # a call_timeout child writes its own, call by call)
         batched = self.spec.backend.batched and not isolated
-        stored: list[Written | None] = []
         if batched:
             out.rows = []
-            stored = self.spec.backend.stored_batch(indices, out.templates)
+        # what the batch's calls have on disk already, in one look (a directory listing
+        # rather than a stat per call, where that is cheaper)
+        stored: list[Written | None] = (
+            [None] * len(indices) if memory
+            else self.spec.backend.stored_batch(indices, out.templates))
         cancelled = _cancel_check()
         for k, (i, split) in enumerate(zip(indices, split_values, strict=True)):
             if out.stopped is not None or cancelled():
                 out.add(NOT_RUN, float("nan"), 0)
                 continue
-            found = (stored[k] if batched else
-                     None if memory else self.spec.backend.stored(i, out.templates))
+            found = stored[k]
             if found is not None:
                 out.add(OK, float("nan"), 0, *found)
                 continue
