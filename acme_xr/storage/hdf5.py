@@ -284,7 +284,9 @@ def _from_template(variables: Sequence[Variable],
         if raw is None:
             return None
         raws.append(raw)
-    key = tuple((v.name, v.dims, v.data.dtype.str, v.data.shape) for v in variables)
+    # labelled: an xarray return records its dims (an attribute) where a plain one does not
+    key = tuple((v.name, v.dims, v.data.dtype.str, v.data.shape, v.labelled)
+                for v in variables)
     try:
         template = _templates[key]
     except KeyError:
@@ -320,7 +322,7 @@ def write_plain(path: str, data: np.ndarray, *, checksums: bool = False) -> Sums
     of an integer, floating-point or complex dtype.
     """
     template = _templates.get(
-        (("result_0", _plain_dims(data.ndim), data.dtype.str, data.shape),))
+        (("result_0", _plain_dims(data.ndim), data.dtype.str, data.shape, False),))
     if template is None:
         return None
     raw = data.tobytes()  # C order, as the template's array
