@@ -289,8 +289,14 @@ class Runner:
         if self._pool is not None:
             self._pool.close()
 
-    def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
-        """Run the calls ``indices`` (with their split argument values)."""
+    def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]],
+            first: str | None = None) -> BatchResult:
+        """Run the calls ``indices`` (with their split argument values).
+
+        ``first``: the batch's dask task key when the client knows that none of its calls
+        can have a result stored yet (a new run, calls submitted for the first time); the
+        resume check is then skipped unless the task is found to have started before.
+        """
         t_batch = time.perf_counter()
         out = BatchResult(indices=list(indices), host=_host())
         memory = not self.spec.backend.on_disk
@@ -303,10 +309,15 @@ class Runner:
         if batched:
             out.rows = []
         # what the batch's calls have on disk already, in one look (a directory listing
-        # rather than a stat per call, where that is cheaper)
-        stored: list[Written | None] = (
-            [None] * len(indices) if memory
-            else self.spec.backend.stored_batch(indices, out.templates))
+        # rather than a stat per call, where that is cheaper); nothing to look for in a
+        # new run's batch that runs for the first time (two stat() calls of missing files
+        # per call, 7-22 us each here, ~10% of a small call's cost)
+        stored: list[Written | None]
+        if memory or (first is not None and not batched
+                      and self.spec.backend.claim_batch(first)):
+            stored = [None] * len(indices)
+        else:
+            stored = self.spec.backend.stored_batch(indices, out.templates)
         cancelled = _cancel_check()
         for k, (i, split) in enumerate(zip(indices, split_values, strict=True)):
             if out.stopped is not None or cancelled():

@@ -12,13 +12,20 @@ Per row: wall time (time per call); the CPU seconds per call of the writing proc
 (acme_xr's two dask workers, the floor's two plain processes) and, for acme_xr, of the
 client process (which also hosts the scheduler); acme_xr's payload size.
 
+The group "W7 one process" takes dask and the client away: acme_xr's worker code path
+(``Runner.run`` over batches of 500 calls, as a worker runs a new run's batches) against
+the same floor in this one process, rounds alternating; the CPU time per call is what
+the worker path costs beyond writing the files.
+
 Goal (issue 12): acme_xr at most 2x the floor's time per call.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import statistics
+import time
 from typing import Any
 
 import pytest
@@ -43,6 +50,12 @@ def _cases(sizes: tuple[int, ...]) -> list[Any]:
     return [pytest.param(n, c, id=f"{_NAMES[n]}-r{r}-{'floor' if c == FLOOR else 'acme_xr'}")
             for n in sizes
             for r, c in report.interleaved([FLOOR, ACME_XR], lambda c, n=n: _rounds(n))]
+
+
+ONE = "W7 one process N={n:,}"
+ONE_FLOOR = "write+rename floor, 1 process"
+ONE_ACME = "acme_xr Runner.run, 1 process"
+BATCH = 500
 
 
 def _worker_cpu(client: Any) -> float:
@@ -109,3 +122,52 @@ def test_w7_hdf5_floor(benchmark: Any, local_client: Any, plain_pool: Any, round
 def test_w7_hdf5_floor_big(benchmark: Any, local_client: Any, plain_pool: Any,
                            round_dirs: Any, n: int, contender: str) -> None:
     _run(benchmark, local_client, plain_pool, round_dirs, n, contender)
+
+
+def _runner_loop(directory: str, n: int) -> None:
+    """acme_xr's worker path for ``n`` calls of a new run, in this process."""
+    from acme_xr.inputs import distribute
+    from acme_xr.worker import Runner, WriteSpec, split_values_for
+
+    plan = distribute(workloads.full4, (list(range(n)),), {})
+    runner = Runner.from_plan(plan, WriteSpec("hdf5", directory=directory, stem="full4"))
+    # a new run's batch (the before/after comparison runs this on code without ``first``)
+    first = "first" in inspect.signature(runner.run).parameters
+    for start in range(0, n, BATCH):
+        idx = list(range(start, min(n, start + BATCH)))
+        kw = {"first": f"task-{start}"} if first else {}
+        out = runner.run(idx, split_values_for(plan, idx), **kw)
+        assert out.status == [1] * len(idx)
+
+
+@pytest.mark.parametrize("n,contender", [
+    pytest.param(n, c, id=f"{_NAMES[n]}-r{r}-{'floor' if c == ONE_FLOOR else 'acme_xr'}")
+    for n in SIZES
+    for r, c in report.interleaved([ONE_FLOOR, ONE_ACME], lambda c: 3)])
+def test_w7_one_process(benchmark: Any, round_dirs: Any, n: int, contender: str) -> None:
+    group = ONE.format(n=n)
+    report.declare(group, f"W7 without dask: {n:,} calls of f in one process, acme_xr's "
+                   "worker path against the write+rename floor (derived: wall per call; "
+                   "cpu_us_per_call: this process)", ONE_FLOOR)
+    cpu: dict[str, float] = {}
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (round_dirs.new(),), {}
+
+    def target(d: str) -> None:
+        c0 = time.process_time()
+        if contender == ONE_FLOOR:
+            workloads.write_rename_range(d, 0, n, 1)
+        else:
+            _runner_loop(d, n)
+        cpu["s"] = time.process_time() - c0
+
+    def teardown(d: str) -> None:
+        values = _PER_ROUND.setdefault((group, contender, "cpu"), [])
+        values.append(1e6 * cpu["s"] / n)
+        round_dirs.remove(d)
+
+    row = report.measure(benchmark, group, contender, target, rounds=1, setup=setup,
+                         teardown=teardown, n_calls=n)
+    row.extra["cpu_us_per_call"] = round(statistics.median(
+        _PER_ROUND[(group, contender, "cpu")]), 1)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ResultShapeError
 from . import pickled
+from .atomic import TMP_SUFFIX
 from .base import StorageBackend, Written, check_shape, describe, payload_name
 from .values import NotStorable, Variable, to_variables
 
@@ -148,6 +149,27 @@ class HdfPayloads(StorageBackend):
                 if payload_name(self.stem, i) in names
                 or payload_name(self.stem, i, "pickle") in names else None
                 for i in indices]
+
+    def holds_no_results(self) -> bool:
+        """No payload-named file (``<func>_*``) in the payload directory: a new run."""
+        prefix = payload_name(self.stem, "")[:-len(".h5")]
+        try:
+            with os.scandir(self.payload_dir) as entries:
+                return not any(e.name.startswith(prefix) for e in entries)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def claim_batch(self, key: str) -> bool:
+        """An empty marker ``.acme_xr-batch-<key>`` + :data:`TMP_SUFFIX` (removed with the
+        run's temporaries when it ends), created only if it did not exist."""
+        marker = os.path.join(self.payload_dir, f".acme_xr-batch-{key}{TMP_SUFFIX}")
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError:  # started before (FileExistsError), or the disk refuses: check
+            return False
+        return True
 
     def _listing(self, n_calls: int) -> set[str] | None:
         """The names in the payload directory, or None when listing it would cost more

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from acme_xr.errors import ResultShapeError
 from acme_xr.inputs import distribute
 from acme_xr.storage import hdf5, per_call
-from acme_xr.storage.atomic import TMP_SUFFIX
+from acme_xr.storage.atomic import TMP_SUFFIX, remove_stale_temporaries
 from acme_xr.storage.base import describe
 from acme_xr.storage.checksums import checksum
 from acme_xr.storage.per_call import HdfPayloads
@@ -142,3 +142,59 @@ def test_a_batch_of_new_calls_asks_the_file_system_once(tmp_path: Any, monkeypat
     found = backend.stored_batch(list(range(10, 200)), {})
     assert found == [None] * 190
     assert not [p for p in asked if p.endswith((".h5", ".pickle"))]
+
+
+@pytest.mark.parametrize("files,new", [
+    ([], True), (["f.log", "f.h5", "manifest.json", "g_0.h5"], True),
+    (["f_3.h5"], False), (["f_3.pickle"], False), ([".f_3.h5.1-ab-0" + TMP_SUFFIX], True),
+], ids=["empty", "no payload", "a payload", "a pickle", "a temporary"])
+def test_a_new_run_is_told_by_its_payload_files(tmp_path: Any, files: list[str],
+                                                new: bool) -> None:
+    for name in files:
+        (tmp_path / name).write_bytes(b"x")
+    assert HdfPayloads(output_dir=str(tmp_path), stem="f").holds_no_results() is new
+    assert HdfPayloads(output_dir=str(tmp_path / "gone"), stem="f").holds_no_results()
+
+
+def test_a_first_batch_looks_for_nothing_and_its_rerun_finds_everything(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    n = 40
+    plan = distribute(_full4, (list(range(n)),), {})
+    runner = Runner.from_plan(plan, WriteSpec("hdf5", directory=str(tmp_path), stem="f"))
+    looked: list[str] = []
+    stat, listdir = os.stat, os.listdir
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        looked.append(os.fspath(path))
+        return stat(path, *args, **kwargs)
+
+    def counting_listdir(path: Any = ".") -> Any:
+        looked.append(os.fspath(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    monkeypatch.setattr(os, "listdir", counting_listdir)
+    first = runner.run(list(range(n)), split_values_for(plan, range(n)), first="task-1")
+    assert first.attempts == [1] * n and looked == []
+    monkeypatch.undo()
+    # dask runs the same task again (its worker died): the calls done are not run again
+    again = runner.run(list(range(n)), split_values_for(plan, range(n)), first="task-1")
+    assert again.status == [1] * n and again.attempts == [0] * n
+    assert again.meta == first.meta
+    # the marker goes with the run's temporaries
+    assert remove_stale_temporaries(str(tmp_path)) == 1
+
+
+def test_a_plain_array_never_takes_the_payload_of_a_labelled_one(tmp_path: Any) -> None:
+    import xarray as xr
+
+    hdf5._templates.clear()
+    per_call._plain_meta.clear()
+    backend = HdfPayloads(output_dir=str(tmp_path), stem="f")
+    # the same name, dims, dtype and shape: only the labels' attribute tells them apart
+    labelled = xr.DataArray(np.arange(4.0), dims="result_0_dim_0")
+    values = [labelled, labelled + 1, np.arange(4.0) + 2, np.arange(4.0) + 3]
+    for i, value in enumerate(values):
+        backend.write_call(i, value, templates={}, warnings=[])
+        with open(backend.payload(i), "rb") as fh:
+            assert fh.read() == hdf5._file_image(to_variables(value))
