@@ -62,15 +62,18 @@ class Chunk:
     cannot travel fails here, where its argument can be named.
     """
 
-    __slots__ = ("indices", "values", "key")
+    __slots__ = ("indices", "values", "key", "check")
 
-    def __init__(self, indices: list[int], values: Any, key: str | None = None) -> None:
+    def __init__(self, indices: list[int], values: Any, key: str | None = None,
+                 check: bool = True) -> None:
         self.indices = indices
         self.values = values
         self.key = key  # its dask task's, so that the batch can tell it was cancelled
+        # False: no call of the batch can have a result stored yet (see Runner.run)
+        self.check = check
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Chunk, (self.indices, self.values, self.key))
+        return (Chunk, (self.indices, self.values, self.key, self.check))
 
 
 class _Parcel:
@@ -92,7 +95,8 @@ def _load_runner(blob: bytes) -> _Parcel:
 
 def _run_chunk(parcel: _Parcel, chunk: Chunk) -> BatchResult:
     with running(chunk.key):
-        result = parcel.runner.run(chunk.indices, chunk.values)
+        result = parcel.runner.run(chunk.indices, chunk.values,
+                                   first=None if chunk.check else chunk.key)
     if result.values is not None and any(map(_foreign_byte_order, result.values)):
         # dask's own fallback pickling of an object like BatchResult (protocol 4) makes a
         # big-endian array native: such values travel as cloudpickle pickles them
@@ -240,10 +244,17 @@ def execute(
                 key=f"acme_xr-runner-{run_id}-{len(runner_futures)}"))
         return runner_futures[-1]
 
+    # a new run's storage holds no result: a batch of calls submitted for the first time
+    # needs no resume check on its worker (dask running it again is told there)
+    backend = runner.spec.backend
+    fresh = backend.on_disk and not backend.batched and backend.holds_no_results()
+    resubmitted: set[int] = set()
+
     def submit(indices: list[int], tries: int = 0, alone: bool = False) -> None:
         key = f"acme_xr-{stem}-{indices[0]}-{run_id}-{uuid.uuid4().hex[:6]}"
+        check = not fresh or alone or tries > 0 or not resubmitted.isdisjoint(indices)
         try:
-            chunk = Chunk(indices, ship_values(plan, indices), key)
+            chunk = Chunk(indices, ship_values(plan, indices), key, check)
         except InputTypeError as exc:  # these calls cannot run; the others can
             on_batch_error(indices, exc)
             return
@@ -294,6 +305,7 @@ def execute(
                     batcher.observe(ran, result.elapsed)
                 on_result(result)
             else:
+                resubmitted.update(indices)
                 _without_result(batcher, indices, tries, alone, fut, exc, client, on_batch_error)
             batcher.settled(indices)
             fut.release()

@@ -298,12 +298,19 @@ class Runner:
         if self._pool is not None:
             self._pool.close()
 
-    def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
-        """Run the calls ``indices`` (with their split argument values)."""
-        with installed():  # each call's prints and warnings, for the run's log
-            return self._run(indices, split_values)
+    def run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]],
+            first: str | None = None) -> BatchResult:
+        """Run the calls ``indices`` (with their split argument values).
 
-    def _run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]]) -> BatchResult:
+        ``first``: the batch's dask task key when the client knows that none of its calls
+        can have a result stored yet (a new run, calls submitted for the first time); the
+        resume check is then skipped unless the task is found to have started before.
+        """
+        with installed():  # each call's prints and warnings, for the run's log
+            return self._run(indices, split_values, first)
+
+    def _run(self, indices: Sequence[int], split_values: Sequence[Sequence[Any]],
+             first: str | None) -> BatchResult:
         t_batch = time.perf_counter()
         out = BatchResult(indices=list(indices), host=_host())
         memory = not self.spec.backend.on_disk
@@ -313,17 +320,24 @@ class Runner:
         # a backend writing whole chunks gets the batch's values at its end (a call run in
         # a call_timeout child writes its own, call by call)
         batched = self.spec.backend.batched and not isolated
-        stored: list[Written | None] = []
         if batched:
             out.rows = []
+        # what the batch's calls have on disk already, in one look (a directory listing
+        # rather than a stat per call, where that is cheaper); nothing to look for in a
+        # new run's batch that runs for the first time (two stat() calls of missing files
+        # per call, 7-22 us each here, ~10% of a small call's cost)
+        stored: list[Written | None]
+        if memory or (first is not None and not batched
+                      and self.spec.backend.claim_batch(first)):
+            stored = [None] * len(indices)
+        else:
             stored = self.spec.backend.stored_batch(indices, out.templates)
         cancelled = _cancel_check()
         for k, (i, split) in enumerate(zip(indices, split_values, strict=True)):
             if out.stopped is not None or cancelled():
                 out.add(NOT_RUN, float("nan"), 0)
                 continue
-            found = (stored[k] if batched else
-                     None if memory else self.spec.backend.stored(i, out.templates))
+            found = stored[k]
             if found is not None:
                 out.add(OK, float("nan"), 0, *found)
                 continue

@@ -291,6 +291,10 @@ def goals() -> list[Goal]:
              _ratio(("write_payload 2 KB", "the checksum work alone (Sums.of_image)"),
                     ("write_payload 2 KB", "no checksums"), "{:.3f}"),
              lambda r: r <= 0.05),
+        *(Goal("12", f"W7 HDF5 {n:,} calls: within 2x the write+rename floor",
+                _ratio((f"W7 HDF5 floor N={n:,}", "acme_xr HDF5 payloads"),
+                       (f"W7 HDF5 floor N={n:,}", "write+rename floor, 2 processes")),
+                lambda r: r <= 2) for n in (20_000, 200_000)),
         Goal("3", "open_results on 10,000 calls under 0.5 s",
              lambda: (lambda m: None if m is None else (m, f"{m:.3f} s"))(
                  median("I3 open 10,000 calls", "acme_xr.open_results")),
@@ -368,7 +372,7 @@ def render() -> list[str]:
         lines.append("Not measured:")
         lines.extend(f"  - {n}" for n in NOTES)
     lines.append("")
-    lines.append("Goals (issues 2, 3, 5, 10, 11, 14); medians, measured in this run:")
+    lines.append("Goals (issues 2, 3, 5, 10, 11, 12, 14); medians, measured in this run:")
     for g in goals():
         v = g.value()
         status = "not measured" if v is None else ("MET" if g.ok(v[0]) else "MISSED")

@@ -17,6 +17,8 @@ __all__ = [
     "double",
     "double_to_h5",
     "write_range",
+    "write_rename_range",
+    "process_cpu",
     "block",
     "write_block",
     "write_blocks",
@@ -53,6 +55,32 @@ def write_range(directory: str, start: int, stop: int, step: int) -> int:
             fh["result_0"] = double(i)
         n += 1
     return n
+
+
+def write_rename_range(directory: str, start: int, stop: int, step: int,
+                       nbytes: int = 2048) -> tuple[int, float]:
+    """The write-and-rename floor (issue 12): one plain process writing ``nbytes`` to a
+    temporary name and renaming it into place, for the files ``start:stop:step``; returns
+    (files written, CPU seconds this process spent on them). The bare system calls
+    (open, write, close, rename), as acme_xr's own small-file writes."""
+    data = bytes(nbytes)
+    cpu0 = process_cpu()
+    n = 0
+    for i in range(start, stop, step):
+        final = os.path.join(directory, f"floor_{i}.h5")
+        tmp = os.path.join(directory, f".floor_{i}.h5.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        os.write(fd, data)
+        os.close(fd)
+        os.replace(tmp, final)
+        n += 1
+    return n, process_cpu() - cpu0
+
+
+def process_cpu() -> float:
+    """CPU seconds (user + system) of the calling process so far (run on a worker too)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def block(i: int) -> np.ndarray:

@@ -226,6 +226,18 @@ class StorageBackend(ABC):
         """:meth:`stored` of each call of a batch (a backend may answer in one look)."""
         return [self.stored(i, templates) for i in indices]
 
+    def holds_no_results(self) -> bool:
+        """Whether no call of the run has anything stored yet (checked on the client when
+        the run starts): then a batch submitted for the first time needs no resume check
+        on its worker unless dask runs it again (:meth:`claim_batch`). False: unknown."""
+        return False
+
+    def claim_batch(self, key: str) -> bool:
+        """Mark the batch of dask task ``key`` as started (on the worker); False when it was
+        started before (dask runs a task again after its worker died) or cannot be
+        marked: then its calls are checked with :meth:`stored_batch`."""
+        return False
+
     def stage(self, i: int, result: Any, templates: dict[str, dict[str, Any]],
               warnings: list[str]) -> tuple[Written, Any]:
         """With ``batched``: check call ``i``'s result and return its record plus what to

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5f, h5p, h5s, h5t
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes
 from .checksums import Sums, checksum, file_sums, pread_exact
 from .hdf5_read import (
     COORDS_ATTR,
@@ -64,6 +64,7 @@ from .values import Coord, NotStorable, Variable
 
 __all__ = [
     "write_payload",
+    "write_plain",
     "describe_payload",
     "read_payload",
     "write_container",
@@ -172,9 +173,7 @@ def write_payload(path: str, variables: Sequence[Variable], *,
         if image is None:
             spans.clear()
             image = _file_image(variables, spans)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as out:
-                out.write(image)
+        write_bytes(path, image)
         if checksums:
             return Sums.of_image(image, tuple(spans))
         return _unchecked(len(image), spans)
@@ -285,7 +284,9 @@ def _from_template(variables: Sequence[Variable],
         if raw is None:
             return None
         raws.append(raw)
-    key = tuple((v.name, v.dims, v.data.dtype.str, v.data.shape) for v in variables)
+    # labelled: an xarray return records its dims (an attribute) where a plain one does not
+    key = tuple((v.name, v.dims, v.data.dtype.str, v.data.shape, v.labelled)
+                for v in variables)
     try:
         template = _templates[key]
     except KeyError:
@@ -304,6 +305,34 @@ def _from_template(variables: Sequence[Variable],
         image[offset:offset + raw.nbytes] = raw.tobytes()
         spans.append((offset, raw.nbytes))
     return image
+
+
+@functools.cache
+def _plain_dims(ndim: int) -> tuple[str, ...]:
+    """The dimension names of a plain array returned alone (see values._one)."""
+    return tuple(f"result_0_dim_{d}" for d in range(ndim))
+
+
+def write_plain(path: str, data: np.ndarray, *, checksums: bool = False) -> Sums | None:
+    """Write the payload of a call that returned one plain numeric array from the template
+    of its dtype and shape, atomically; None (nothing written) when there is no template.
+
+    The bytes are those :func:`write_payload` writes for ``to_variables(data)`` (the
+    template was made by it): only the cost differs. ``data`` must be a non-empty array
+    of an integer, floating-point or complex dtype.
+    """
+    template = _templates.get(
+        (("result_0", _plain_dims(data.ndim), data.dtype.str, data.shape, False),))
+    if template is None:
+        return None
+    raw = data.tobytes()  # C order, as the template's array
+    offset = template[1][0]
+    image = bytearray(template[0])
+    image[offset:offset + len(raw)] = raw
+    write_bytes(path, image)
+    if checksums:
+        return Sums.of_image(image, ((offset, len(raw)),))
+    return _unchecked(len(image), [(offset, len(raw))])
 
 
 def _make_template(variables: Sequence[Variable], raws: Sequence[np.ndarray],
