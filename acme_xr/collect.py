@@ -167,10 +167,11 @@ class Collector:
         # the base class's collected does nothing: no record per call built for it
         if self.backend is not None and type(self.backend).collected is not \
                 StorageBackend.collected:
+            shown = self.backend.collected_formats
             self.backend.collected(
                 [Written(f, meta, sums) for f, meta, sums, st in
                  zip(result.fmt, result.meta, result.sums, result.status, strict=True)
-                 if st == OK], m)
+                 if st == OK and (shown is None or f in shown)], m)
         if result.warnings:
             self.pickled.extend(result.warnings)
         self.bar.batch(result)

@@ -267,8 +267,14 @@ class StorageBackend(ABC):
             return None
 
     # -- on the client -------------------------------------------------------------------
+    #: the payload formats (``Written.fmt``) whose records :meth:`collected` is shown; None:
+    #: every format. A million-call run builds no record per call for a backend that looks
+    #: at a few (a zarr store looks only at calls kept as HDF5 payloads).
+    collected_formats: tuple[str, ...] | None = None
+
     def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
-        """See the records of a batch as they reach the client (e.g. create arrays)."""
+        """See the records of a batch as they reach the client (e.g. create arrays): the
+        calls done, of the formats in :attr:`collected_formats`."""
         return None
 
     def file_of(self, manifest: Manifest, i: int) -> str | None:

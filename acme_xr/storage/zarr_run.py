@@ -187,6 +187,8 @@ class ZarrRun(HdfPayloads):
         meta = self.zarr.stored_call(i)
         return None if meta is None else Written("zarr", meta, None)
 
+    collected_formats = ("h5",)
+
     def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
         """Create the store's arrays once a call has shown their shapes (calls that come
         before write HDF5 payloads, moved into the store at the end); with ``deferred``
