@@ -179,7 +179,9 @@ class Manifest:
         if self.errors:
             for i in idx.tolist():
                 self.errors.pop(i, None)
-        same = all(m_ == meta[0] for m_ in meta)
+        # calls of a chunk share one description object: `is` first, == only where not
+        first = meta[0]
+        same = all(m_ is first or m_ == first for m_ in meta)
         nv = len(meta[0] or ()) if same else max((len(m_) for m_ in meta if m_), default=0)
         table = sums_table(sums, k, nv)
         self.size[idx] = table[:, 0]

@@ -111,8 +111,8 @@ class Progress:
 
     def batch(self, result: BatchResult) -> None:
         """Count a finished batch, log its detail (``verbose=True``) and its calls' output."""
-        done = sum(1 for s in result.status if s == DONE)
-        failed = sum(1 for s in result.status if s == FAILED)
+        done = result.status.count(DONE)  # a list: counted in C (a batch may hold 10^5 calls)
+        failed = result.status.count(FAILED)
         if self.verbose:
             found = sum(1 for s, n in zip(result.status, result.attempts, strict=True)
                         if s == DONE and n == 0)

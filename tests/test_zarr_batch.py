@@ -456,3 +456,15 @@ def test_a_chunks_calls_share_one_description_pickled_once(tmp_path: Any) -> Non
     # a call of another shape gets its own description (a payload file)
     other = backend.stage(n - 1, np.arange(5.0), {}, [])[0]
     assert other.meta is not staged[0].meta and other.meta[0][1] == (5,)
+
+
+def test_the_client_shows_zarr_only_the_calls_kept_as_payloads() -> None:
+    # a class-level setting, never a dataclass field whose default None would hide the
+    # subclass's: a million-call run then built a record per call for nothing
+    import dataclasses
+
+    from acme_xr.storage.base import StorageBackend
+    from acme_xr.storage.zarr_run import ZarrRun
+
+    assert "collected_formats" not in {f.name for f in dataclasses.fields(StorageBackend)}
+    assert ZarrRun.collected_formats == ("h5",)

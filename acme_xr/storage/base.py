@@ -270,7 +270,7 @@ class StorageBackend(ABC):
     #: the payload formats (``Written.fmt``) whose records :meth:`collected` is shown; None:
     #: every format. A million-call run builds no record per call for a backend that looks
     #: at a few (a zarr store looks only at calls kept as HDF5 payloads).
-    collected_formats: tuple[str, ...] | None = None
+    collected_formats: ClassVar[tuple[str, ...] | None] = None
 
     def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
         """See the records of a batch as they reach the client (e.g. create arrays): the
