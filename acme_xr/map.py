@@ -444,7 +444,8 @@ class ParallelMap(AcmeAttributes):
                     self._finish(manifest, writer, layout, interrupted=True)
                 if isinstance(exc, KeyboardInterrupt):
                     if values is not None:  # memory mode: what finished is not lost
-                        self.results = values
+                        self.results = (values.results() if isinstance(values, StackedResults)
+                                        else values)
                     log.warning("%s", interrupted_message(manifest, self.stem, self.output_dir))
                 raise
             manifest.state = "failed" if manifest.counts["failed"] else "complete"

@@ -197,3 +197,22 @@ def test_client_peak_memory_per_call_is_the_results_bytes(tmp_path: Any) -> None
     assert grown < 1.5 * more, (
         f"the peak grew by {grown:.0f} bytes per call for {more} more bytes of results per "
         f"call (peaks {peaks})")
+
+
+def _stops_at_three(i: int) -> np.ndarray:
+    if i == 3:
+        raise KeyboardInterrupt  # as a Ctrl-C during the call
+    return np.full(2, float(i))
+
+
+def test_a_ctrl_c_keeps_the_finished_stacked_values_as_arrays() -> None:
+    # pmap.results after a Ctrl-C is what compute() would have returned, the calls not run
+    # masked: not the internal stacking object
+    pmap = ParallelMap(_stops_at_three, list(range(6)), write_worker_results=False,
+                       result_shape=(None, 2), verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        pmap.compute(debug=True)
+    got = pmap.results
+    assert isinstance(got, np.ma.MaskedArray) and got.shape == (6, 2)
+    np.testing.assert_array_equal(got[:3].filled(-1), [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    assert got.mask[3:].all() and not got.mask[:3].any()
