@@ -148,8 +148,8 @@ class Collector:
             for k in ok.tolist():
                 self.values[int(idx[k])] = values[k]
         for i, before in result.retried.items():
-            if i in result.indices and status[result.indices.index(i)] == OK:
-                k = result.indices.index(i)
+            k = result.indices.index(i) if i in result.indices else -1
+            if k >= 0 and status[k] == OK:
                 log.warning("call %d succeeded on attempt %d; before: %s", i,
                             result.attempts[k], "; ".join(before))
         for k in np.flatnonzero(status == CALL_FAILED).tolist():
