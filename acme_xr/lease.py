@@ -19,6 +19,7 @@ from .cluster import (
     _bounds,
     _running_client,
     _setup,
+    _silenced,
     available_cores,
     cluster_cleanup,
     kill_local_workers,
@@ -232,16 +233,21 @@ class ClusterLease:
         if client is None:
             return
         if self.will_stop:
-            if hurry and self.started_kind == "local":
-                kill_local_workers(client)
-            try:
-                if self.own_client:
-                    client.close()
-                    self.cluster.close()
-                else:
-                    cluster_cleanup(client)
-            except Exception as exc:  # a half-dead cluster must not hide the run's outcome
-                log.warning("closing the dask cluster failed: %s", exc)
+            hurried = hurry and self.started_kind == "local"
+            # killed workers make distributed log a closed-comm traceback per connection:
+            # after a Ctrl-C the user sees the run's one message, not those
+            with _silenced("distributed", "tornado.application") if hurried \
+                    else contextlib.nullcontext():
+                if hurried:
+                    kill_local_workers(client)
+                try:
+                    if self.own_client:
+                        client.close()
+                        self.cluster.close()
+                    else:
+                        cluster_cleanup(client)
+                except Exception as exc:  # a half-dead cluster must not hide the outcome
+                    log.warning("closing the dask cluster failed: %s", exc)
         elif self.own_client:  # the user's cluster lives on; our client of it does not
             with contextlib.suppress(Exception):
                 client.close()
