@@ -159,6 +159,9 @@ class ZarrStore:
         self.first_meta: Any = None
         # worker side: the last call's description, handed out again for an equal one
         self.last_meta: Any = None
+        # (dtype string, shape) of a plain array return value whose call gave last_meta
+        # (ZarrRun.stage's fast path), None when the last call was not one
+        self.plain_key: tuple[str, tuple[int, ...]] | None = None
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()

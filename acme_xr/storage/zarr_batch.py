@@ -96,12 +96,20 @@ def write_rows(store: ZarrStore, batch: Sequence[int],
                     block = np.asarray(arr[c0:c1])
                     if name == STATUS:
                         block = block.copy()
-                for i, items in by_chunk[k]:
-                    if name == STATUS:
-                        block[i - c0] = 1
-                    elif name in items:
-                        block[i - c0] = items[name]
+                _fill(block, c0, by_chunk[k], name)
                 arr[c0:c1] = block
+
+
+def _fill(block: np.ndarray, c0: int, rows: Sequence[tuple[int, dict[str, np.ndarray]]],
+          name: str) -> None:
+    """Put the values ``name`` of ``rows`` into ``block`` (the chunk starting at call
+    ``c0``): one stacked assignment, not one per call (~1 us a call)."""
+    if name == STATUS:
+        block[[i - c0 for i, _ in rows]] = 1
+        return
+    have = [(i - c0, items[name]) for i, items in rows if name in items]
+    if have:
+        block[[k for k, _ in have]] = np.stack([v for _, v in have])
 
 
 def done_calls(store: ZarrStore, calls: Sequence[int]) -> np.ndarray:

@@ -34,11 +34,13 @@ import numpy as np
 from ..errors import ResultsLayoutError
 from ..manifest import DONE, Manifest
 from .base import Written, check_shape, describe, payload_name
-from .per_call import HdfPayloads
+from .per_call import HdfPayloads, _plain_array
 from .values import NotStorable, Variable, to_variables
 from .zarr import STATUS, STORE_SUFFIX, ZarrStore
 
 __all__ = ["ZarrRun"]
+
+RESULT_0 = "result_0"
 
 
 
@@ -91,6 +93,12 @@ class ZarrRun(HdfPayloads):
         StorageError
             A payload file could not be written.
         """
+        plain = _plain_array(result)
+        key = None if plain is None else (plain.dtype.str, plain.shape)
+        if key is not None and key == self.zarr.plain_key:
+            # a plain array like the last one that fitted: the same record and array, no
+            # to_variables/fits/describe (3/4 of a tiny call's worker time, ~15 us)
+            return Written("zarr", self.zarr.last_meta, None), {RESULT_0: plain}
         try:
             variables = to_variables(result)
             if self.result_shape is not None:
@@ -109,6 +117,9 @@ class ZarrRun(HdfPayloads):
             # client unpickled 1,000,000 equal descriptions: ~3.6 us a call, 5x the bytes)
             meta = self.zarr.last_meta
         self.zarr.last_meta = meta
+        # the next plain array of this dtype and shape fits the same way (what fits()
+        # checks: the array's dtype and per-call shape; the store never loses an array)
+        self.zarr.plain_key = key if key is not None and list(items) == [RESULT_0] else None
         return Written("zarr", meta, None), items
 
     def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:

@@ -198,3 +198,66 @@ def test_a_plain_array_never_takes_the_payload_of_a_labelled_one(tmp_path: Any) 
         backend.write_call(i, value, templates={}, warnings=[])
         with open(backend.payload(i), "rb") as fh:
             assert fh.read() == hdf5._file_image(to_variables(value))
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(KINDS),
+       shape=st.lists(st.integers(1, 6), min_size=0, max_size=3).map(tuple),
+       seed=st.integers(0, 2**16))
+def test_plain_values_are_staged_in_zarr_as_the_whole_path_does(
+        tmp_path_factory: Any, kind: str, shape: tuple[int, ...], seed: int) -> None:
+    """storage="zarr" stages a plain array like the last one without to_variables (issue
+    12): the record and the values staged are those of the whole path, the values read
+    back from the store are the values returned."""
+    from acme_xr.storage.zarr import items_of
+    from acme_xr.storage.zarr_batch import write_rows
+    from acme_xr.storage.zarr_run import ZarrRun
+
+    rng = np.random.default_rng(seed)
+    values = [_plain(kind, shape, rng) for _ in range(5)]
+    backend = ZarrRun(output_dir=str(tmp_path_factory.mktemp("run")), stem="f", n_calls=5)
+    backend.prepare()
+    backend.zarr.chunk = 5
+    backend.zarr.ensure_arrays(describe(to_variables(values[0]), {}), templates={})
+    staged = [backend.stage(i, v, templates={}, warnings=[]) for i, v in enumerate(values)]
+    if backend.zarr.fits(to_variables(values[0])) is None:
+        # zarr keeps no big-endian array: each such call is a payload file, as before
+        assert np.dtype(kind).byteorder == ">" and [w.fmt for w, _ in staged] == ["h5"] * 5
+        return
+    for value, (written, items) in zip(values, staged, strict=True):
+        variables = to_variables(value)
+        assert written.fmt == "zarr" and written.meta == describe(variables, {})
+        assert items is not None and list(items) == list(items_of(variables))
+        np.testing.assert_array_equal(items["result_0"], variables[0].data)
+        assert items["result_0"].dtype == variables[0].data.dtype
+    # the calls after the first share one record object (pickled once per batch)
+    assert staged[1][0].meta is staged[2][0].meta is staged[4][0].meta
+    write_rows(backend.zarr, range(5), [(i, items) for i, (_, items) in enumerate(staged)])
+    stored = np.asarray(backend.zarr.array("result_0")[:])
+    for i, value in enumerate(values):
+        np.testing.assert_array_equal(stored[i], np.asarray(value))
+
+
+def test_zarr_stages_a_plain_array_unlike_the_last_one_the_whole_way(tmp_path: Any) -> None:
+    """Only an array of the last one's dtype and shape skips the checks: another shape or
+    dtype goes to a payload file, a labelled value of the same shape keeps its labels."""
+    import xarray as xr
+
+    from acme_xr.storage.zarr_run import ZarrRun
+
+    backend = ZarrRun(output_dir=str(tmp_path), stem="f", n_calls=6)
+    backend.prepare()
+    backend.zarr.chunk = 6
+    backend.zarr.ensure_arrays(describe(to_variables(np.zeros(4)), {}), templates={})
+    values = [np.zeros(4), np.zeros(5), np.zeros(4, np.float32),
+              xr.DataArray(np.ones(4), dims="result_0_dim_0", attrs={"units": "V"}),
+              np.full(4, 2.0), np.full(4, 3.0)]
+    staged = [backend.stage(i, v, templates={}, warnings=[]) for i, v in enumerate(values)]
+    assert [w.fmt for w, _ in staged] == ["zarr", "h5", "h5", "zarr", "zarr", "zarr"]
+    assert [items is None for _, items in staged] == [False, True, True, False, False, False]
+    labelled = staged[3][0].meta
+    assert labelled == describe(to_variables(values[3]), {}) and labelled != staged[4][0].meta
+    assert staged[4][0].meta == staged[0][0].meta == describe(to_variables(values[4]), {})
+    with pytest.raises(ResultShapeError):
+        ZarrRun(output_dir=str(tmp_path / "b"), stem="f", n_calls=1,
+                result_shape=(None, 4)).stage(0, np.zeros(5), templates={}, warnings=[])
