@@ -31,18 +31,28 @@ TMP_SUFFIX = ".acme_xr-tmp"
 
 # Temporary names are unique per process (pid + random token: workers on other hosts may
 # share the directory and a pid) and per file (a counter): a uuid4 per file cost a
-# getrandom() call and ~8 us, a twentieth of writing a small payload.
-_unique: tuple[int, str, Iterator[int]] = (-1, "", itertools.count())
+# getrandom() call and ~8 us, a twentieth of writing a small payload. The process's part is
+# made on first use and again in a forked child (never the parent's names), not checked
+# with a getpid() per file.
+_unique: tuple[str, Iterator[int]] | None = None
+
+
+def _new_process() -> None:
+    global _unique
+    _unique = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process)
 
 
 def _temporary_name(final: str) -> str:
     global _unique
-    pid, token, counter = _unique
-    if pid != os.getpid():  # first use, or a forked child: never share the parent's names
-        pid, token, counter = os.getpid(), os.urandom(4).hex(), itertools.count()
-        _unique = (pid, token, counter)
-    head, tail = os.path.split(final)
-    return os.path.join(head, f".{tail}.{pid:x}-{token}-{next(counter):x}{TMP_SUFFIX}")
+    if _unique is None:
+        _unique = (f"{os.getpid():x}-{os.urandom(4).hex()}", itertools.count())
+    process, counter = _unique
+    head, sep, tail = final.rpartition(os.sep)
+    return f"{head}{sep}.{tail}.{process}-{next(counter):x}{TMP_SUFFIX}"
 
 
 @contextlib.contextmanager

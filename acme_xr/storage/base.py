@@ -49,6 +49,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -168,7 +169,14 @@ class StorageBackend(ABC):
 
     def payload(self, i: int, ext: str = "h5") -> str:
         """Path of call ``i``'s own file."""
+        if ext == "h5":  # every call's: the path joined once per process, not per call
+            before, after = self._h5_paths
+            return f"{before}{i}{after}"
         return os.path.join(self.payload_dir, payload_name(self.stem, i, ext))
+
+    @cached_property
+    def _h5_paths(self) -> tuple[str, str]:
+        return self.payload_template("h5")
 
     @property
     def container(self) -> str | None:
@@ -291,7 +299,31 @@ class StorageBackend(ABC):
 
     def results(self, manifest: Manifest) -> list[Any]:
         """What ``compute()`` returns in disk mode: each call's file, in call order."""
-        return [self.file_of(manifest, i) for i in range(manifest.n_inputs)]
+        if type(self).file_of is not StorageBackend.file_of:  # a backend's own file_of
+            return [self.file_of(manifest, i) for i in range(manifest.n_inputs)]
+        return self.payload_files(manifest, range(manifest.n_inputs))
+
+    def payload_files(self, manifest: Manifest, calls: Sequence[int]) -> list[str | None]:
+        """:meth:`file_of` of the base class for each of ``calls``, built at once (a path
+        join and two column look-ups per call cost ~6 us; 1.2 s of a million-call run)."""
+        from ..manifest import DONE
+
+        index = np.asarray(calls, np.int64)
+        done = (np.asarray(manifest.status)[index] == DONE).tolist()
+        pickled = manifest.fmt.equals("pickle")[index].tolist()
+        h5, pkl = self.payload_template("h5"), self.payload_template("pickle")
+        return [None if not d else f"{pkl[0]}{i}{pkl[1]}" if p else f"{h5[0]}{i}{h5[1]}"
+                for i, d, p in zip(index.tolist(), done, pickled, strict=True)]
+
+    def payload_template(self, ext: str = "h5", directory: bool = True) -> tuple[str, str]:
+        """(before, after) the call index in :meth:`payload`'s paths (``directory=False``:
+        in the file names): ``f"{before}{i}{after}" == payload(i, ext)``."""
+        marker = "\0"  # no path holds a NUL
+        spelt = payload_name(self.stem, marker, ext)
+        if directory:
+            spelt = os.path.join(self.payload_dir, spelt)
+        before, after = spelt.split(marker)
+        return before, after
 
     # -- reading -------------------------------------------------------------------------
     @classmethod

@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ def _plain_array(result: Any) -> np.ndarray | None:
     return arr if arr.dtype.kind in "iufc" and arr.size else None
 
 
+@functools.cache
+def _hdf5() -> Any:
+    """:mod:`acme_xr.storage.hdf5`, imported on first use (a worker of a run in memory never
+    needs h5py) and then without an import statement per call (~1 us)."""
+    from . import hdf5
+
+    return hdf5
+
+
 @dataclass(frozen=True)
 class HdfPayloads(StorageBackend):
     """``<func>_<i>.h5`` per call plus the container ``<func>.h5`` (the default)."""
@@ -81,9 +91,7 @@ class HdfPayloads(StorageBackend):
             key = (plain.dtype.str, plain.shape, self.result_shape)
             meta = _plain_meta.get(key)
             if meta is not None:
-                from . import hdf5
-
-                sums = self.write_file(hdf5.write_plain, self.payload(i, "h5"), plain)
+                sums = self.write_file(_hdf5().write_plain, self.payload(i, "h5"), plain)
                 if sums is not None:
                     return Written("h5", meta, sums)
         try:
@@ -195,18 +203,17 @@ class HdfPayloads(StorageBackend):
         from ..manifest import DONE
         from . import hdf5
 
-        done = [int(i) for i in manifest.indices(DONE) if manifest.fmt[i] == "h5"]
+        done = np.flatnonzero((manifest.status == DONE) & manifest.fmt.equals("h5")).tolist()
+        before, after = self.payload_template("h5", directory=False)
+        links = [(i, f"{before}{i}{after}") for i in done]
         assert self.container is not None
         virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
         try:
             try:
-                hdf5.write_container(self.container,
-                                     [(i, os.path.basename(self.payload(i))) for i in done],
-                                     n_calls=manifest.n_inputs, virtual=virtual)
+                hdf5.write_container(self.container, links, n_calls=manifest.n_inputs,
+                                     virtual=virtual)
             except (ValueError, TypeError):
-                hdf5.write_container(self.container,
-                                     [(i, os.path.basename(self.payload(i))) for i in done],
-                                     n_calls=manifest.n_inputs)
+                hdf5.write_container(self.container, links, n_calls=manifest.n_inputs)
                 raise
         except (ValueError, TypeError) as exc:
             raise self.shape_error(manifest, exc) from exc

@@ -222,8 +222,9 @@ class ZarrRun(HdfPayloads):
         not done); one list built at once, not one look-up per call."""
         in_store = (manifest.status == DONE) & self.reader_options(manifest)["in_store"]
         out: list[Any] = [self.store] * manifest.n_inputs
-        for i in np.flatnonzero(~in_store).tolist():
-            out[i] = super().file_of(manifest, i)
+        others = np.flatnonzero(~in_store).tolist()
+        for i, path in zip(others, self.payload_files(manifest, others), strict=True):
+            out[i] = path
         return out
 
     @classmethod

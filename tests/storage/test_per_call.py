@@ -261,3 +261,33 @@ def test_zarr_stages_a_plain_array_unlike_the_last_one_the_whole_way(tmp_path: A
     with pytest.raises(ResultShapeError):
         ZarrRun(output_dir=str(tmp_path / "b"), stem="f", n_calls=1,
                 result_shape=(None, 4)).stage(0, np.zeros(5), templates={}, warnings=[])
+
+
+@settings(max_examples=40, deadline=None)
+@given(outcomes=st.lists(st.sampled_from(["h5", "pickle", "zarr", "failed", "not run"]),
+                         max_size=40),
+       backend_name=st.sampled_from(["hdf5", "pickle", "zarr"]))
+def test_the_files_of_a_run_are_built_at_once_as_one_by_one(
+        tmp_path_factory: Any, outcomes: list[str], backend_name: str) -> None:
+    """compute()'s list of files (and the container's links) come from whole columns, not a
+    look-up per call: the same paths file_of gives call by call, for every outcome."""
+    from acme_xr.manifest import DONE, FAILED, Manifest
+    from acme_xr.storage.base import StorageBackend
+    from acme_xr.storage.registry import backend_class
+
+    manifest = Manifest.new(len(outcomes), {"func": {"name": "f"}})
+    for i, outcome in enumerate(outcomes):
+        if outcome in ("h5", "pickle", "zarr"):
+            manifest.status[i], manifest.fmt[i] = DONE, outcome
+        elif outcome == "failed":
+            manifest.status[i] = FAILED
+    directory = str(tmp_path_factory.mktemp("run"))
+    backend = backend_class(backend_name)(output_dir=directory, stem="f_{x}",
+                                          n_calls=len(outcomes))
+    one_by_one = [backend.file_of(manifest, i) for i in range(len(outcomes))]
+    assert backend.results(manifest) == one_by_one
+    base = [StorageBackend.file_of(backend, manifest, i) for i in range(len(outcomes))]
+    assert backend.payload_files(manifest, range(len(outcomes))) == base
+    before, after = backend.payload_template("pickle", directory=False)
+    assert [f"{before}{i}{after}" for i in range(3)] == [
+        os.path.basename(backend.payload(i, "pickle")) for i in range(3)]
