@@ -652,8 +652,10 @@ class ParallelMap(AcmeAttributes):
                 if adopted:
                     log.info("%d calls finished after their outcome was last reported; "
                              "recorded as done", adopted)
-            remove_stale_temporaries(layout.output_dir)
-            self.results_container = layout.finalize(manifest)
+            try:
+                self.results_container = layout.finalize(manifest)
+            finally:  # after: the container being written is a temporary file until then
+                remove_stale_temporaries(layout.output_dir)
         except ResultShapeError as exc:
             self.results_container = layout.container
             problems.append(exc)

@@ -1,4 +1,4 @@
-"""HDF5 payload files, the results container and its virtual dataset.
+"""HDF5 payload files (the results container is :mod:`acme_xr.storage.container`).
 
 A payload file holds one call's results. Its root group holds exactly one dataset per
 variable, ``result_0``, ``result_1``, ... as the specification says, and no other dataset;
@@ -67,7 +67,6 @@ __all__ = [
     "write_plain",
     "describe_payload",
     "read_payload",
-    "write_container",
     "read_variables",
     "scan_group",
     "write_variables",
@@ -416,67 +415,3 @@ def _fill(fh: h5py.Group, variables: Sequence[Variable]) -> None:
 
 def _mask_name(key: str) -> str:
     return "mask_" + key.removeprefix("result_")
-
-
-def write_container(
-    path: str,
-    payloads: Iterable[tuple[int, str]],
-    *,
-    n_calls: int,
-    virtual: tuple[tuple[float | None, ...], np.dtype] | None = None,
-) -> None:
-    """Write the results container: ``comp_<i>`` external links to each payload.
-
-    Parameters
-    ----------
-    path : str
-        Container file to (re)write atomically, normally ``<output_dir>/<func>.h5``.
-    payloads : iterable of (int, str)
-        Call index and payload file name *relative to the container's directory*.
-    n_calls : int
-        Number of calls of the run (the stacking axis length of the virtual dataset).
-    virtual : (result_shape, dtype), optional
-        With a ``result_shape`` (one ``None``: the stacking axis; ``np.inf``: unlimited),
-        also write ``result_0`` as a virtual dataset over every payload's ``result_0``,
-        with relative source paths so that a moved directory still reads correctly.
-        Calls without a payload read as the fill value (NaN for floating-point types).
-    """
-    payloads = list(payloads)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver="latest") as fh:
-            links = fh.id.links  # the low-level call: a fifth of h5py's ExternalLink cost
-            for i, rel in payloads:
-                links.create_external(f"comp_{i}".encode(), rel.encode(), b"/")
-            if virtual is not None:
-                _virtual_dataset(fh, payloads, n_calls, *virtual)
-
-
-def _virtual_dataset(
-    fh: h5py.File,
-    payloads: list[tuple[int, str]],
-    n_calls: int,
-    result_shape: tuple[float | None, ...],
-    dtype: np.dtype,
-) -> None:
-    axis = result_shape.index(None)
-    unlimited = [j for j, s in enumerate(result_shape) if s is not None and np.isinf(s)]
-    shape = [n_calls if s is None else (1 if np.isinf(s) else int(s)) for s in result_shape]
-    maxshape = [None if j in unlimited else n for j, n in enumerate(shape)]
-    source_shape = [n for j, n in enumerate(shape) if j != axis]
-    source_max = [m for j, m in enumerate(maxshape) if j != axis]
-    layout = h5py.VirtualLayout(
-        shape=tuple(shape), dtype=dtype, maxshape=tuple(maxshape) if unlimited else None
-    )
-    target: list[Any] = [
-        slice(h5s.UNLIMITED) if j in unlimited else slice(None) for j in range(len(shape))
-    ]
-    source_sel = tuple(t for j, t in enumerate(target) if j != axis)
-    for i, rel in payloads:
-        target[axis] = i
-        src = h5py.VirtualSource(
-            rel, "result_0", shape=tuple(source_shape),
-            maxshape=tuple(source_max) if unlimited else None,
-        )
-        layout[tuple(target)] = src[source_sel]
-    fill = np.nan if np.dtype(dtype).kind in "fc" else None
-    fh.create_virtual_dataset("result_0", layout, fillvalue=fill)

@@ -18,10 +18,13 @@ Examples
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -33,11 +36,14 @@ from .values import NotStorable, Variable, to_variables
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
+    from .container import LiveContainer
 
 # h5py and the HDF5 writer are imported where they are used: their import is a tenth of a
 # second of a cold start
 
 __all__ = ["HdfPayloads"]
+
+log = logging.getLogger(__name__)
 
 
 # The fast path of the commonest call, one plain numeric array (or number) returned
@@ -200,24 +206,64 @@ class HdfPayloads(StorageBackend):
             has no conversion, e.g. from integers to complex numbers); the container is
             then written with its links only.
         """
-        from ..manifest import DONE
-        from . import hdf5
+        from .container import write_container
 
-        done = np.flatnonzero((manifest.status == DONE) & manifest.fmt.equals("h5")).tolist()
-        before, after = self.payload_template("h5", directory=False)
-        links = [(i, f"{before}{i}{after}") for i in done]
+        links = self._links(self._done_payloads(manifest))
         assert self.container is not None
         virtual = (self.result_shape, self.result_dtype) if self.result_shape else None
         try:
             try:
-                hdf5.write_container(self.container, links, n_calls=manifest.n_inputs,
-                                     virtual=virtual)
+                self._live.finish(links, n_calls=manifest.n_inputs, virtual=virtual)
             except (ValueError, TypeError):
-                hdf5.write_container(self.container, links, n_calls=manifest.n_inputs)
+                write_container(self.container, links, n_calls=manifest.n_inputs)
                 raise
         except (ValueError, TypeError) as exc:
             raise self.shape_error(manifest, exc) from exc
         return self.container
+
+    # the container is written while the calls run (LiveContainer): the calls done so far
+    # are linked at most this often (seconds), each time after one look at the manifest
+    _LINK_EVERY: ClassVar[float] = 0.25
+    #: link the calls done into the container while the run goes on (a subclass whose
+    #: finalize writes no container of links says False)
+    live_container: ClassVar[bool] = True
+    # collected() looks at the manifest's columns, not at records built per call
+    collected_formats: ClassVar[tuple[str, ...] | None] = ()
+
+    @cached_property
+    def _live(self) -> LiveContainer:
+        from .container import LiveContainer
+
+        assert self.container is not None
+        return LiveContainer(self.container)
+
+    def collected(self, written: Sequence[Written], manifest: Manifest) -> None:
+        """Link the calls done so far into the container being written (the client waits
+        for batches most of the time; the links cost ~5.5 us each, 1.1 s at the end of a
+        200,000-call run otherwise). A failure here is left to :meth:`finalize`."""
+        if not self.live_container or self.container is None or self._live.off:
+            return
+        now = time.monotonic()
+        if now - self._live.last < self._LINK_EVERY:
+            return
+        self._live.last = now
+        try:
+            self._live.add(self._links(self._live.unlinked(self._done_payloads(manifest))))
+        except OSError as exc:
+            log.debug("the results container is written at the end instead: %s", exc)
+            self._live.discard()
+            self._live.off = True
+
+    @staticmethod
+    def _done_payloads(manifest: Manifest) -> np.ndarray:
+        from ..manifest import DONE
+
+        return np.flatnonzero((manifest.status == DONE) & manifest.fmt.equals("h5"))
+
+    def _links(self, calls: np.ndarray) -> list[tuple[int, str]]:
+        """(call, payload file name) of ``calls``: the container's links."""
+        before, after = self.payload_template("h5", directory=False)
+        return [(i, f"{before}{i}{after}") for i in calls.tolist()]
 
     def shape_error(self, manifest: Manifest, exc: Exception) -> ResultShapeError:
         """The error of results that do not stack as ``result_shape`` asks."""

@@ -40,6 +40,9 @@ __all__ = ["SingleFile", "STACKED_MASK"]
 class SingleFile(HdfPayloads):
     """Per-call payloads merged into one container at the end."""
 
+    # its finalize merges the payloads into one file: no container of links to write live
+    live_container = False
+
     name = "single_file"
 
     @property

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from acme_xr import open_payload
 from acme_xr.storage import hdf5
+from acme_xr.storage.container import write_container
 from acme_xr.storage.atomic import TMP_SUFFIX, atomic_path, remove_stale_temporaries
 from acme_xr.storage.values import NotStorable, to_variables
 
@@ -162,8 +163,8 @@ def test_remove_stale_temporaries(tmp_path: Any) -> None:
 def test_container_virtual_dataset_fill_is_nan_for_missing_calls(tmp_path: Any) -> None:
     for i in (0, 2):
         hdf5.write_payload(str(tmp_path / f"f_{i}.h5"), to_variables(np.full(3, float(i))))
-    hdf5.write_container(str(tmp_path / "f.h5"), [(0, "f_0.h5"), (2, "f_2.h5")], n_calls=3,
-                         virtual=((None, 3), np.dtype("f8")))
+    write_container(str(tmp_path / "f.h5"), [(0, "f_0.h5"), (2, "f_2.h5")], n_calls=3,
+                    virtual=((None, 3), np.dtype("f8")))
     with h5py.File(tmp_path / "f.h5") as fh:
         data = fh["result_0"][()]
     np.testing.assert_array_equal(data[0], 0.0)
