@@ -52,3 +52,27 @@ def test_zarr_fast_path_never_pairs_a_plain_call_with_another_threads_record(
     # and afterwards: the next plain call is not recorded with the labelled call's record
     after, _ = backend.stage(3, np.full(4, 3.0), templates={}, warnings=[])
     assert after.meta == plain_meta
+
+
+_BUFFER = np.zeros(3)
+
+
+def _fills_one_buffer(x: float) -> np.ndarray:
+    """A function that fills and returns one preallocated output array (a common habit)."""
+    _BUFFER[:] = x
+    return _BUFFER
+
+
+def test_zarr_run_keeps_each_calls_value_of_a_reused_output_array(client: Any,
+                                                                  tmp_path: Any) -> None:
+    """storage="zarr" kept the returned array itself until the batch's end: a function
+    returning the same (refilled) array every call had every call of a chunk stored as the
+    chunk's last call, with no warning ([0, 1, 2, 3, 7, 7, 7, 7, 11, 11, 11, 11]). The
+    HDF5 run of the same function reads back [0, ..., 11]."""
+    from acme_xr import ParallelMap, open_results
+
+    n = 12
+    ParallelMap(_fills_one_buffer, list(range(n)), storage="zarr", batch_size=4,
+                output_dir=str(tmp_path / "z"), verbose=False).compute()
+    ds = open_results(tmp_path / "z")
+    assert ds.result_0.values[:, 0].tolist() == [float(i) for i in range(n)]

@@ -99,7 +99,7 @@ class ZarrRun(HdfPayloads):
         if key is not None and last is not None and key == last[0]:
             # a plain array like the last one that fitted: the same record and array, no
             # to_variables/fits/describe (3/4 of a tiny call's worker time, ~15 us)
-            return Written("zarr", last[1], None), {RESULT_0: plain}
+            return Written("zarr", last[1], None), {RESULT_0: plain.copy()}
         try:
             variables = to_variables(result)
             if self.result_shape is not None:
@@ -112,6 +112,9 @@ class ZarrRun(HdfPayloads):
                 return super().write_variables(i, variables, templates), None
             except NotStorable:  # e.g. an attribute HDF5 cannot hold: pickled, with a warning
                 return self.write_call(i, result, templates, warnings), None
+        # the values as they are now: written at the batch's end, by when a function that
+        # refills and returns one array has changed it (~0.2 us per small array)
+        items = {name: value.copy() for name, value in items.items()}
         meta = describe(variables, templates)
         previous = self.zarr.last_meta  # read once (a worker's threads share the store)
         if meta == previous:
