@@ -159,9 +159,11 @@ class ZarrStore:
         self.first_meta: Any = None
         # worker side: the last call's description, handed out again for an equal one
         self.last_meta: Any = None
-        # (dtype string, shape) of a plain array return value whose call gave last_meta
-        # (ZarrRun.stage's fast path), None when the last call was not one
-        self.plain_key: tuple[str, tuple[int, ...]] | None = None
+        # ((dtype string, shape), record) of the last call that returned a plain array
+        # which fitted (ZarrRun.stage's fast path), None when the last call was not one:
+        # one attribute, replaced and read whole, so that a worker's threads staging
+        # calls at once never pair one call's key with another call's record
+        self.plain: tuple[tuple[str, tuple[int, ...]], Any] | None = None
         self._arrays: dict[str, Any] = {}
         self._checked: dict[str, float] = {}
         self._created: set[str] = set()

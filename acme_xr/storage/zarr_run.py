@@ -95,10 +95,11 @@ class ZarrRun(HdfPayloads):
         """
         plain = _plain_array(result)
         key = None if plain is None else (plain.dtype.str, plain.shape)
-        if key is not None and key == self.zarr.plain_key:
+        last = self.zarr.plain  # read once: another thread may replace it meanwhile
+        if key is not None and last is not None and key == last[0]:
             # a plain array like the last one that fitted: the same record and array, no
             # to_variables/fits/describe (3/4 of a tiny call's worker time, ~15 us)
-            return Written("zarr", self.zarr.last_meta, None), {RESULT_0: plain}
+            return Written("zarr", last[1], None), {RESULT_0: plain.copy()}
         try:
             variables = to_variables(result)
             if self.result_shape is not None:
@@ -111,15 +112,20 @@ class ZarrRun(HdfPayloads):
                 return super().write_variables(i, variables, templates), None
             except NotStorable:  # e.g. an attribute HDF5 cannot hold: pickled, with a warning
                 return self.write_call(i, result, templates, warnings), None
+        # the values as they are now: written at the batch's end, by when a function that
+        # refills and returns one array has changed it (~0.2 us per small array)
+        items = {name: value.copy() for name, value in items.items()}
         meta = describe(variables, templates)
-        if meta == self.zarr.last_meta:
+        previous = self.zarr.last_meta  # read once (a worker's threads share the store)
+        if meta == previous:
             # one object for a chunk's calls: pickled once per batch, not per call (the
             # client unpickled 1,000,000 equal descriptions: ~3.6 us a call, 5x the bytes)
-            meta = self.zarr.last_meta
+            meta = previous
         self.zarr.last_meta = meta
         # the next plain array of this dtype and shape fits the same way (what fits()
         # checks: the array's dtype and per-call shape; the store never loses an array)
-        self.zarr.plain_key = key if key is not None and list(items) == [RESULT_0] else None
+        self.zarr.plain = ((key, meta) if key is not None and list(items) == [RESULT_0]
+                           else None)
         return Written("zarr", meta, None), items
 
     def write_rows(self, batch: Sequence[int], rows: Sequence[tuple[int, Any]]) -> None:
