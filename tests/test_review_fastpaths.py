@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from acme_xr.storage.base import describe
 from acme_xr.storage.values import to_variables
@@ -76,3 +77,29 @@ def test_zarr_run_keeps_each_calls_value_of_a_reused_output_array(client: Any,
                 output_dir=str(tmp_path / "z"), verbose=False).compute()
     ds = open_results(tmp_path / "z")
     assert ds.result_0.values[:, 0].tolist() == [float(i) for i in range(n)]
+
+
+def _buffer_in_a_dataarray(x: float) -> Any:
+    import xarray as xr
+
+    _BUFFER[:] = x
+    return xr.DataArray(_BUFFER, dims="t")
+
+
+def _buffer_twice(x: float) -> tuple[np.ndarray, float]:
+    _BUFFER[:] = x
+    return _BUFFER, x
+
+
+@pytest.mark.parametrize("func", [_fills_one_buffer, _buffer_in_a_dataarray, _buffer_twice])
+def test_memory_mode_keeps_each_calls_value_of_a_reused_output_array(client: Any,
+                                                                     func: Any) -> None:
+    """In memory a batch's values travel to the client at its end: a refilled output
+    array returned by every call came back as the batch's last value for every call."""
+    from acme_xr import ParallelMap
+
+    n = 12
+    out = ParallelMap(func, list(range(n)), write_worker_results=False, batch_size=4,
+                      verbose=False).compute()
+    first = [np.asarray(v[0] if isinstance(v, tuple) else v)[0] for v in out]
+    assert first == [float(i) for i in range(n)]
