@@ -346,7 +346,12 @@ class ParallelMap(AcmeAttributes):
     @property
     def stem(self) -> str:
         name = getattr(self.func, "__name__", "func")
-        return "func" if name == "<lambda>" else name
+        if name == "<lambda>":
+            return "func"
+        # it names the run's files: a "/" in a function's __name__ is no directory
+        for sep in {os.sep, os.altsep or os.sep, "\0"}:
+            name = name.replace(sep, "_")
+        return name
 
     # -- the run -------------------------------------------------------------------------
     def compute(self, debug: bool = False) -> Any:

@@ -1,8 +1,10 @@
-"""Review of the zarr and HDF5 fast paths (commits 572d0b5, 9f4217b): inputs that broke
-them."""
+"""What a call returned is what the run keeps, whatever the function does with its own
+objects afterwards: inputs found by a review of the zarr and HDF5 fast paths of issue 12
+(threads sharing a worker's store, a refilled output array, a "/" in a function's name)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -103,3 +105,17 @@ def test_memory_mode_keeps_each_calls_value_of_a_reused_output_array(client: Any
                       verbose=False).compute()
     first = [np.asarray(v[0] if isinstance(v, tuple) else v)[0] for v in out]
     assert first == [float(i) for i in range(n)]
+
+
+def test_a_function_named_with_a_slash_names_its_files_without_one(client: Any,
+                                                                   tmp_path: Any) -> None:
+    from acme_xr import ParallelMap, open_results
+
+    def f(x: float) -> np.ndarray:
+        return np.full(2, x)
+
+    f.__name__ = "a/b"
+    files = ParallelMap(f, [1.0, 2.0], output_dir=str(tmp_path / "run"),
+                        verbose=False).compute()
+    assert [os.path.basename(p) for p in files] == ["a_b_0.h5", "a_b_1.h5"]
+    assert open_results(tmp_path / "run").result_0.values.tolist() == [[1.0, 1.0], [2.0, 2.0]]
