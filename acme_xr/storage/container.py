@@ -60,6 +60,7 @@ class LiveContainer:
         self._linked = np.zeros(0, bool)  # call -> linked yet (no Python object per call)
         self.last = 0.0  # time.monotonic() of the last look for calls to link (the caller's)
         self.off = False  # the caller gave up on it (the container is written at the end)
+        self.look = 0.0  # seconds the caller's last look for calls to link took
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path}
