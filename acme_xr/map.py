@@ -6,50 +6,44 @@ See :class:`ParallelMap` for an example.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
-import signal
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ._version import __version__
 from .acme_compat import AcmeAttributes
-from .collect import Collector, ManifestWriter, adopt_payloads, compute_error
+from .collect import Collector, ManifestWriter
 from .dryrun import confirm, dry_run
 from .engine import execute
-from .errors import (
-    FingerprintError,
-    InputError,
-    InputTypeError,
-    ResultShapeError,
-    ResumeMismatchError,
-    StorageError,
-)
-from .fingerprint import compare_identity, run_identity
+from .errors import InputError, InputTypeError
 from .guard import check_main_guard
 from .inputs import distribute
 from .interrupt import interrupted_message, redelivered
 from .layout import RunLayout, remove_old_runs
 from .lease import ClusterLease
-from .manifest import DONE, FAILED, Manifest, jsonable
+from .manifest import DONE, Manifest
 from .options import validate_options
 from .reprs import html_repr, text_repr
 from .rerun import record_call
+from .run_lifecycle import _check_resumable as _check_resumable  # tests import it from here
+from .run_lifecycle import (
+    _deferred_interrupts,
+    finish_run,
+    logfile_path,
+    open_manifest,
+    previous_run,
+    record_interruption,
+    run_fingerprint,
+    run_header,
+)
+from .run_outcome import memory_results, memory_values, run_outcome
 from .runlock import RunLock, process_record
 from .runlog import run_logging
-from .seeds import seed_record
 from .shipping import ship_runner
-from .storage.atomic import remove_stale_temporaries
-from .storage.checksums import ALGORITHM
-from .storage.checksums import enabled as checksums_enabled
 from .storage.memory import StackedResults
-from .storage.values import PAYLOAD_FORMAT
 from .storage.zarr_batch import chunk_batcher
 from .worker import Runner, WriteSpec, split_values_for
 
@@ -403,7 +397,7 @@ class ParallelMap(AcmeAttributes):
         # (checked again under the run's lock, which is where resume="force" warns)
         previous = (self._previous_run(layout, warn=False) if layout is not None and resuming
                     else None)
-        logfile = self._logfile(layout)
+        logfile = logfile_path(o.logfile, layout, self.stem)
         self._shipped: tuple[Runner, bytes] | None = None
         if not debug:
             self._cluster_lease().check()  # e.g. a bad partition: fail before any I/O
@@ -429,7 +423,8 @@ class ParallelMap(AcmeAttributes):
             writer = None
             if layout is not None:
                 writer = ManifestWriter(manifest, layout.output_dir)
-            values = None if layout is not None else self._memory_values()
+            values = (None if layout is not None else
+                      memory_values(self.n_inputs, o.result_shape, o.result_dtype))
             try:
                 if writer is not None:  # in here: a Ctrl-C during it says the same
                     writer.write()
@@ -437,20 +432,14 @@ class ParallelMap(AcmeAttributes):
                 self._run(manifest, writer, layout, values, debug)
             except BaseException as exc:
                 # Ctrl-C, a full disk, a lost cluster: keep what finished, then re-raise
-                manifest.state = "interrupted"
-                manifest.header["interruption"] = {
-                    "type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix(
-                        "builtins."),
-                    "message": str(exc),
-                }
+                record_interruption(manifest, exc)
                 with _deferred_interrupts():
                     if isinstance(exc, KeyboardInterrupt) and self._lease is not None:
                         self._lease.release(hurry=True)
                     self._finish(manifest, writer, layout, interrupted=True)
                 if isinstance(exc, KeyboardInterrupt):
                     if values is not None:  # memory mode: what finished is not lost
-                        self.results = (values.results() if isinstance(values, StackedResults)
-                                        else values)
+                        self.results = memory_results(values)
                     log.warning("%s", interrupted_message(manifest, self.stem, self.output_dir))
                 raise
             manifest.state = "failed" if manifest.counts["failed"] else "complete"
@@ -488,98 +477,25 @@ class ParallelMap(AcmeAttributes):
                                        cluster=o.cluster, quiet=o.verbose is False)
         return self._lease
 
-    def _logfile(self, layout: RunLayout | None) -> str | None:
-        lf = self.options.logfile
-        if lf is False or (lf is None and layout is None):
-            return None
-        if isinstance(lf, str):
-            path = os.path.abspath(os.path.expanduser(lf))
-            if os.path.isdir(path):
-                raise StorageError(f"logfile={lf!r} is a directory: give a file name")
-            return path
-        if layout is not None:
-            return layout.default_logfile
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return os.path.join(os.getcwd(), f"acme_xr_{self.stem}_{stamp}.log")
-
     def _header(self, layout: RunLayout | None) -> dict[str, Any]:
-        o = self.options
-        coords = {
-            name: {"dtype": arr.dtype.str, "values": jsonable(arr)}
-            for name, arr in self.plan.coords().items()
-        }
-        return {
-            "acme_xr_version": __version__,
-            "func": {
-                "name": self.stem,
-                "qualname": getattr(self.func, "__qualname__", None),
-                "module": getattr(self.func, "__module__", None),
-            },
-            "fingerprint": self._fingerprint(),
-            "seed": seed_record(o.seed),
-            "storage": layout.mode if layout is not None else "memory",
-            **(layout.locations() if layout is not None else {}),
-            "result_shape": None if o.result_shape is None else [
-                None if s is None else ("inf" if np.isinf(s) else int(s)) for s in o.result_shape
-            ],
-            "result_dtype": o.result_dtype.str,
-            "coords": coords,
-            "options": {"retries": o.retries, "call_timeout": o.call_timeout},
-            "payload_format": PAYLOAD_FORMAT,
-            "checksum": ALGORITHM if checksums_enabled() else None,
-        }
+        return run_header(self.func, self.plan, self.options, self.stem, layout,
+                          self._fingerprint())
 
     def _fingerprint(self) -> dict[str, Any]:
-        # hashing every argument value costs time with big arrays: once per ParallelMap;
-        # a part that cannot be hashed is recorded as such: this run starts, a resume of it
-        # is refused (unless forced)
+        # hashing every argument value costs time with big arrays: once per ParallelMap
         if getattr(self, "_fingerprints", None) is None:
-            self._fingerprints = run_identity(self.func, self.plan, on_error="record")
-            for problem in self._fingerprints.get("errors", {}).values():
-                log.info("this run can be resumed only with resume='force': %s", problem)
+            self._fingerprints = run_fingerprint(self.func, self.plan)
         return dict(self._fingerprints)
 
     def _previous_run(self, layout: RunLayout, warn: bool = True) -> Manifest:
         """The manifest of the run to resume, checked against this one (``warn``: say what
         ``resume="force"`` overrides)."""
-        from .scan import manifest_to_resume  # h5py: a damaged manifest is rebuilt by scanning
-
-        header = self._header(layout)
-        manifest = manifest_to_resume(layout.output_dir, self.n_inputs, header,
-                                      force=self.options.resume == "force")
-        forced = _check_resumable(manifest, header, self.n_inputs, layout.output_dir,
-                                  force=self.options.resume == "force", warn=warn)
-        if forced:  # from now on the run is this one; keep what it was before
-            manifest.header.setdefault("forced_resumes", []).append(
-                {"differences": forced, "fingerprint": manifest.header.get("fingerprint"),
-                 "seed": manifest.header.get("seed")})
-            manifest.header["fingerprint"] = header["fingerprint"]
-            manifest.header["seed"] = header.get("seed")
-        return manifest
+        return previous_run(layout, self.n_inputs, self._header(layout), self.options.resume,
+                            warn=warn)
 
     def _open_manifest(self, layout: RunLayout | None, previous: Manifest | None) -> Manifest:
-        header = self._header(layout)
-        if layout is None:  # kept all the same: pmap.report() describes the run
-            self.manifest = Manifest.new(self.n_inputs, header)
-            return self.manifest
-        if previous is not None:
-            manifest = previous
-            for i in manifest.indices(DONE):
-                path = layout.file_of(manifest, int(i))
-                if path is None or not os.path.exists(path):
-                    manifest.forget(int(i))
-            # a payload emptied, truncated or changed since is no result: run its call again
-            from .integrity import drop_damaged  # here: it needs h5py, memory runs do not
-
-            drop_damaged(manifest, layout.output_dir)
-            manifest.state = "running"
-            manifest.header.pop("interruption", None)
-            log.info("resuming %s: %d of %d calls already done", layout.output_dir,
-                     manifest.counts["done"], self.n_inputs)
-        else:
-            manifest = Manifest.new(self.n_inputs, header)
-        self.manifest = manifest
-        return manifest
+        self.manifest = open_manifest(layout, previous, self.n_inputs, self._header(layout))
+        return self.manifest
 
     def _runner(self, layout: RunLayout | None) -> Runner:
         o = self.options
@@ -640,160 +556,17 @@ class ParallelMap(AcmeAttributes):
 
     def _finish(self, manifest: Manifest, writer: ManifestWriter | None,
                 layout: RunLayout | None, interrupted: bool) -> list[Exception]:
-        """Stop the cluster (as stop_client says), then leave a consistent run directory:
-        no temporary files, the container of the calls done, the final manifest.
+        """Stop the cluster and finish the run's files (see :func:`finish_run`); return the
+        problems met, which are logged, not raised."""
 
-        Nothing here raises: problems (the container or the manifest could not be written)
-        are logged and returned, so that an exception on its way (Ctrl-C) reaches the user.
-        """
-        if self._lease is not None:
-            self._lease.release()  # first, so that no worker of ours writes any more
-        problems: list[Exception] = []
-        if layout is None or writer is None:
-            return problems
-        try:
-            if interrupted:
-                adopted = adopt_payloads(manifest, self._runner(layout).spec)
-                if adopted:
-                    log.info("%d calls finished after their outcome was last reported; "
-                             "recorded as done", adopted)
-            try:
-                self.results_container = layout.finalize(manifest)
-            finally:  # after: the container being written is a temporary file until then
-                remove_stale_temporaries(layout.output_dir)
-        except ResultShapeError as exc:
-            self.results_container = layout.container
-            problems.append(exc)
-        except OSError as exc:
-            problems.append(exc if isinstance(exc, StorageError) else StorageError(
-                f"cannot write the results container {layout.container}: {exc}",
-                errno=exc.errno, filename=layout.container))
-        try:
-            writer.write()
-        except StorageError as exc:
-            problems.append(exc)
-        finally:
-            writer.close()
-        for problem in problems:
-            log.error("while %s the run: %s", "stopping" if interrupted else "finishing", problem)
-        return problems
+        def keep_container(container: str | None) -> None:
+            self.results_container = container
 
-    def _memory_values(self) -> list[Any] | StackedResults:
-        """Where memory mode keeps the return values: stacked as they arrive with
-        ``result_shape``, else a list (one value per call)."""
-        o = self.options
-        if o.result_shape is None:
-            return [None] * self.n_inputs
-        return StackedResults(self.n_inputs, o.result_shape, o.result_dtype)
+        return finish_run(manifest, writer, layout, self._lease, interrupted, keep_container)
 
     def _outcome(self, manifest: Manifest, layout: RunLayout | None,
                  values: list[Any] | StackedResults | None, problems: list[Exception]) -> Any:
-        stacked = isinstance(values, StackedResults)
-        if layout is not None:
-            results: Any = layout.backend.results(manifest)
-        else:
-            assert values is not None
-            results = values.results() if isinstance(values, StackedResults) else values
-        failed = manifest.indices(FAILED)
-        if len(failed):
-            # stacked results are masked at the failed calls, not a list with None there
-            error = compute_error(manifest, layout, [] if stacked else results, self.logfile)
-            if stacked:
-                error.results = results
-            self.results = error.results
+        self.results, error = run_outcome(manifest, layout, values, problems, self.logfile)
+        if error is not None:
             raise error
-        self.results = results
-        if problems:
-            raise problems[0]
-        return results
-
-
-def _check_resumable(manifest: Manifest, header: dict[str, Any], n_inputs: int,
-                     output_dir: str, force: bool = False, warn: bool = True) -> list[str]:
-    """Refuse to resume a run recorded with another function, inputs or layout.
-
-    Two lists say what differs: ``differs`` (the run's identity: function, inputs, seed) may be
-    overridden with ``resume="force"``; ``incompatible`` (the number of calls, the storage
-    layout) never: the recorded files could not be continued. Returns what ``force``
-    overrode (empty when the runs are the same).
-    """
-    theirs, ours = manifest.header.get("fingerprint"), header["fingerprint"]
-    differs = compare_identity(theirs, ours)
-    if manifest.header.get("seed") != header.get("seed"):
-        differs.append(f"the seed differs ({manifest.header.get('seed')!r} recorded, "
-                       f"{header.get('seed')!r} now)")
-    incompatible: list[str] = []
-    if manifest.n_inputs != n_inputs:
-        incompatible.append(
-            f"the number of calls differs ({manifest.n_inputs} recorded, {n_inputs} now)")
-    for key in ("storage", "payload", "result_shape", "result_dtype"):
-        if manifest.header.get(key) != header.get(key):
-            incompatible.append(
-                f"{key} differs ({manifest.header.get(key)!r} recorded, {header.get(key)!r} now)")
-    if not differs and not incompatible:
-        return []
-    name = manifest.header.get("func", {}).get("name")
-    if force and not incompatible:
-        if not warn:
-            return differs
-        warnings.warn(
-            f"resuming {output_dir} (a run of {name!r}) with resume='force' although "
-            f"{'; '.join(differs)}: the calls already done keep the recorded run's results",
-            UserWarning, stacklevel=_user_stacklevel())
-        return differs
-    unhashable = isinstance(theirs, dict) and theirs.get("errors") or ours.get("errors")
-    error = FingerprintError if unhashable and not incompatible else ResumeMismatchError
-    fix = ("resume='force' cannot override the number of calls or the storage layout "
-           "(storage, payload, result_shape, result_dtype): start "
-           "a new run in another output_dir" if incompatible else
-           "Resume with the same function, arguments and options, start a new run in another "
-           "output_dir, or pass resume='force' to resume anyway (the calls already done keep "
-           "the recorded run's results)")
-    raise error(f"cannot resume {output_dir}: {'; '.join(differs + incompatible)} (recorded "
-                f"run of {name!r}). {fix}")
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` of a warning that points at the user's code, past acme_xr's
-    frames and the context managers between them."""
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    skip = (here, os.path.dirname(contextlib.__file__) + os.sep + "contextlib.py")
-    frame: Any = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Let the run's files be finished before a Ctrl-C takes effect.
-
-    A first Ctrl-C while the block runs is held back and raised after it; a second one
-    interrupts at once.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # a handler not installed from Python: leave it alone
-        yield
-        return
-    held: list[int] = []
-
-    def hold(signum: int, frame: Any) -> None:
-        if held:
-            raise KeyboardInterrupt
-        held.append(signum)
-        log.warning("stopping the cluster and saving the run's files; press Ctrl-C again "
-                    "to abandon that")
-
-    signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
+        return self.results
