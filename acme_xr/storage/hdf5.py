@@ -31,7 +31,7 @@ import functools
 import itertools
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import h5py

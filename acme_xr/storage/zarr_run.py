@@ -96,7 +96,7 @@ class ZarrRun(HdfPayloads):
         plain = _plain_array(result)
         key = None if plain is None else (plain.dtype.str, plain.shape)
         last = self.zarr.plain  # read once: another thread may replace it meanwhile
-        if key is not None and last is not None and key == last[0]:
+        if plain is not None and last is not None and key == last[0]:
             # a plain array like the last one that fitted: the same record and array, no
             # to_variables/fits/describe (3/4 of a tiny call's worker time, ~15 us)
             return Written("zarr", last[1], None), {RESULT_0: plain.copy()}

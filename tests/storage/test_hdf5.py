@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from acme_xr import open_payload
 from acme_xr.storage import hdf5
-from acme_xr.storage.container import write_container
 from acme_xr.storage.atomic import TMP_SUFFIX, atomic_path, remove_stale_temporaries
+from acme_xr.storage.container import write_container
 from acme_xr.storage.values import NotStorable, to_variables
 
 VALUES = [
