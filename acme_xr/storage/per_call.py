@@ -226,6 +226,9 @@ class HdfPayloads(StorageBackend):
     # columns, and at most once per 50 times that look took (~2 ms at a million calls):
     # what is left for the end is the last fraction of a second's links
     _LINK_EVERY: ClassVar[float] = 0.05
+    # links per look at most (~0.1 s): a resumed run's calls done before are linked over
+    # several looks, not in one stall of the client while batches wait
+    _LINKS_PER_LOOK: ClassVar[int] = 20_000
     #: link the calls done into the container while the run goes on (a subclass whose
     #: finalize writes no container of links says False)
     live_container: ClassVar[bool] = True
@@ -250,7 +253,7 @@ class HdfPayloads(StorageBackend):
             return
         self._live.last = now
         try:
-            new = self._live.unlinked(self._done_payloads(manifest))
+            new = self._live.unlinked(self._done_payloads(manifest))[:self._LINKS_PER_LOOK]
             self._live.look = time.monotonic() - now
             self._live.add(self._links(new))
         except OSError as exc:

@@ -145,3 +145,21 @@ def test_a_ctrl_c_while_linking_leaves_the_container_to_be_written_at_once(
     assert live.off and os.listdir(tmp_path) == []
     live.finish([(0, "f_0.h5"), (1, "f_1.h5"), (2, "f_2.h5")], n_calls=3)
     assert sorted(_links(str(tmp_path / "f.h5"))) == ["comp_0", "comp_1", "comp_2"]
+
+
+def test_a_resumed_run_links_its_earlier_calls_over_several_looks(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(HdfPayloads, "_LINK_EVERY", 0.0)
+    monkeypatch.setattr(HdfPayloads, "_LINKS_PER_LOOK", 3)
+    backend = HdfPayloads(output_dir=str(tmp_path), stem="f")
+    manifest = Manifest.new(8, {"func": {"name": "f"}})
+    manifest.status[:7] = DONE
+    manifest.fmt[:7] = "h5"
+    counts = []
+    for _ in range(4):
+        backend._live.last = 0.0  # as if the interval had passed
+        backend.collected([], manifest)
+        counts.append(backend._live.linked)
+    assert counts == [3, 6, 7, 7]
+    backend.finalize(manifest)
+    assert sorted(_links(str(tmp_path / "f.h5"))) == [f"comp_{i}" for i in range(7)]
