@@ -108,8 +108,14 @@ def _fill(block: np.ndarray, c0: int, rows: Sequence[tuple[int, dict[str, np.nda
         block[[i - c0 for i, _ in rows]] = 1
         return
     have = [(i - c0, items[name]) for i, items in rows if name in items]
-    if have:
-        block[[k for k, _ in have]] = np.stack([v for _, v in have])
+    if not have:
+        return
+    rows_at = [k for k, _ in have]
+    values = [v for _, v in have]
+    if rows_at == list(range(len(block))) and all(v.dtype == block.dtype for v in values):
+        np.stack(values, out=block)  # the whole chunk in order: no stacked copy in between
+    else:
+        block[rows_at] = np.stack(values)
 
 
 def done_calls(store: ZarrStore, calls: Sequence[int]) -> np.ndarray:
