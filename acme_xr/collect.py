@@ -169,6 +169,7 @@ class Collector:
                 StorageBackend.collected:
             shown = self.backend.collected_formats
             self.backend.collected(
+                [] if shown == () else
                 [Written(f, meta, sums) for f, meta, sums, st in
                  zip(result.fmt, result.meta, result.sums, result.status, strict=True)
                  if st == OK and (shown is None or f in shown)], m)
