@@ -40,6 +40,7 @@ from .manifest import DONE, PENDING
 from .manifest import FAILED as FAILED
 from .storage.base import StorageBackend, Written, storage_error
 from .storage.checksums import Sums
+from .storage.memory import detached
 from .storage.registry import backend_class
 
 __all__ = ["WriteSpec", "Runner", "BatchResult", "Attempt", "run_batch", "split_values_for",
@@ -282,7 +283,7 @@ class Runner:
             if self.reraise:
                 raise
             return Attempt.failed(exc, time.perf_counter() - t0, output=captured.output)
-        value = None if self.spec.backend.on_disk else _detached(result)
+        value = None if self.spec.backend.on_disk else detached(result)
         return Attempt(True, time.perf_counter() - t0, fmt, meta, value, sums=sums,
                        output=captured.output)
 
@@ -392,38 +393,6 @@ class Runner:
                 out.errors[i] = dict(error, attempts=out.attempts[k])
             if exc.errno in _DISK_FULL:
                 out.stopped = error
-
-
-def _arrays(value: Any) -> list[np.ndarray]:
-    """The numpy arrays a return value holds directly (itself, a tuple's items, a
-    DataArray's data)."""
-    if isinstance(value, np.ndarray):
-        return [value]
-    if type(value) is tuple:
-        return [a for v in value for a in _arrays(v)]
-    if type(value).__module__.startswith("xarray"):
-        held = [v.data for v in value.data_vars.values()] if hasattr(value, "data_vars") \
-            else [getattr(value, "data", None)]
-        return [a for a in held if isinstance(a, np.ndarray)]
-    return []
-
-
-def _copied(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if type(value) is tuple:
-        return tuple(_copied(v) for v in value)
-    if _arrays(value):  # an xarray object over numpy arrays
-        return value.copy(deep=True)
-    return value
-
-
-def _detached(value: Any) -> Any:
-    """Memory mode: ``value`` with its own copy of the arrays it holds. A batch's values
-    travel to the client at its end: a function refilling one output buffer would have
-    every call of the batch come back as its last one (and in a worker thread of the
-    client's process, change after the run). ~0.3 us for a small array."""
-    return _copied(value) if _arrays(value) else value
 
 
 def _cancel_check() -> Callable[[], bool]:

@@ -33,7 +33,7 @@ import numpy as np
 from .base import StorageBackend, Written, check_shape, check_shape_of
 from .values import to_variables
 
-__all__ = ["InMemory", "StackedResults"]
+__all__ = ["InMemory", "StackedResults", "detached"]
 
 # return values stacked into an array of their own; anything else is kept per call
 _STACKABLE_KINDS = "biufc"
@@ -280,3 +280,35 @@ def _masked(stack: np.ndarray | list[Any] | None, filled: np.ndarray, axis: int)
     shape[axis] = len(filled)
     mask = np.broadcast_to(missing.reshape(shape), stack.shape)
     return np.ma.MaskedArray(stack, mask=mask)
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    """The numpy arrays a return value holds directly (itself, a tuple's items, a
+    DataArray's data)."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if type(value) is tuple:
+        return [a for v in value for a in _arrays(v)]
+    if type(value).__module__.startswith("xarray"):
+        held = [v.data for v in value.data_vars.values()] if hasattr(value, "data_vars") \
+            else [getattr(value, "data", None)]
+        return [a for a in held if isinstance(a, np.ndarray)]
+    return []
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if type(value) is tuple:
+        return tuple(_copied(v) for v in value)
+    if _arrays(value):  # an xarray object over numpy arrays
+        return value.copy(deep=True)
+    return value
+
+
+def detached(value: Any) -> Any:
+    """Memory mode: ``value`` with its own copy of the arrays it holds. A batch's values
+    travel to the client at its end: a function refilling one output buffer would have
+    every call of the batch come back as its last one (and in a worker thread of the
+    client's process, change after the run). ~0.3 us for a small array."""
+    return _copied(value) if _arrays(value) else value
